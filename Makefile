@@ -1,0 +1,62 @@
+# Dynamic Margin: every target installs what it needs on first use.
+#   make demo   - start a devnet, deploy, run the keeper and liquidation bot through a crash
+#   make test   - lint and the whole test suite (unit on ape's local chain, integration on anvil)
+#   make bench  - gas, risk-model and keeper benchmarks; writes bench/results.json
+#   make fuzz   - deeper property and stateful fuzzing (more examples, more steps)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(CURDIR)/node_modules/.bin:$(BIN):$(PATH)
+# ape keeps its data (compiler caches, accounts) inside the repo, never in the home folder.
+export APE_DATA_FOLDER ?= $(CURDIR)/.build/ape-data
+export MPLBACKEND := Agg
+
+# Unit tests on ape's in-process chain; property and stateful fuzzing on titanoboa (fast EVM);
+# integration tests on an anvil devnet that ape-foundry starts and stops.
+UNIT_DIRS := $(wildcard tests/registry tests/engine tests/offchain)
+PYTEST_UNIT := $(BIN)/ape test $(UNIT_DIRS)
+PYTEST_FUZZ := $(BIN)/pytest -p no:ape_test tests/fuzz
+PYTEST_ANVIL := $(BIN)/ape test tests/integration --network ethereum:local:foundry
+
+.PHONY: install demo test unit fuzz-quick integration lint bench fuzz clean
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(VENV)/.installed node_modules/.installed
+
+lint: install
+	$(BIN)/ruff check offchain tests scripts bench
+	$(BIN)/ruff format --check offchain tests scripts bench
+
+unit: install
+	$(PYTEST_UNIT) -q
+
+fuzz-quick: install
+	@if ls tests/fuzz/test_*.py >/dev/null 2>&1; then $(PYTEST_FUZZ) -q; fi
+
+integration: install
+	@if ls tests/integration/test_*.py >/dev/null 2>&1; then $(PYTEST_ANVIL) -q; fi
+
+test: lint unit fuzz-quick integration
+
+fuzz: install
+	HYPOTHESIS_PROFILE=deep $(PYTEST_FUZZ) -q
+	HYPOTHESIS_PROFILE=deep $(PYTEST_UNIT) -q
+
+bench: install
+	$(BIN)/python -m bench
+
+demo: install
+	$(BIN)/ape run demo
+
+clean:
+	rm -rf .build .hypothesis .pytest_cache bench/results.json out

@@ -1,0 +1,1 @@
+"""Benchmarks: gas on ape's local network, timings on this machine."""
