@@ -33,9 +33,11 @@ node_modules/.installed: package.json package-lock.json
 
 install: $(VENV)/.installed node_modules/.installed
 
+PY_DIRS := $(wildcard offchain tests scripts bench)
+
 lint: install
-	$(BIN)/ruff check offchain tests scripts bench
-	$(BIN)/ruff format --check offchain tests scripts bench
+	$(BIN)/ruff check $(PY_DIRS)
+	$(BIN)/ruff format --check $(PY_DIRS)
 
 unit: install
 	$(PYTEST_UNIT) -q

@@ -120,8 +120,14 @@ def submit(registry, relayer, chain):
 def make_update(chain):
     """An update for a market observed at the next block's time, valid for an hour."""
 
-    def _make(market_id=MARKET_BTC, multiplier=2 * WAD, funding_rate=0, observed_at=None,
-              deadline=None, model_hash=b"\x11" * 32):
+    def _make(
+        market_id=MARKET_BTC,
+        multiplier=2 * WAD,
+        funding_rate=0,
+        observed_at=None,
+        deadline=None,
+        model_hash=b"\x11" * 32,
+    ):
         now = chain.pending_timestamp
         return RiskUpdate(
             market_id=market_id,
