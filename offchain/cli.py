@@ -1,0 +1,214 @@
+"""``dmm``: the project's command line (parsing and printing only; the work is in the modules).
+
+Subcommands are imported when used, so ``dmm --help`` stays fast and a command's heavy imports
+(arch, matplotlib, web3) are only paid by that command. To add one, either list it in
+``LAZY_COMMANDS`` (``"name": "module:attribute"``) or call ``main.add_command(command)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import re
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+# Subcommands defined in other modules, by name ("module:attribute").
+LAZY_COMMANDS: dict[str, str] = {
+    "keeper": "offchain.cli_ops:keeper_command",
+    "liquidator": "offchain.cli_ops:liquidator_command",
+    "replay": "offchain.cli_ops:replay_command",
+    "status": "offchain.cli_ops:status_command",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports the commands of ``LAZY_COMMANDS`` on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
+            module, _, attr = LAZY_COMMANDS[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module), attr)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup)
+@click.option("-v", "--verbose", count=True, help="-v: progress of the model, -vv: debug.")
+def main(verbose: int) -> None:
+    """Dynamic Margin: risk model, backtest and operator tools."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _when(ts: int) -> str:
+    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "", name.lower()) or "asset"
+
+
+PRICES = click.option(
+    "--prices",
+    "prices_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Hourly candle CSV (CryptoDataDownload layout, or timestamp,close).",
+)
+CONFIDENCE = click.option(
+    "--confidence",
+    default=0.99,
+    show_default=True,
+    type=click.FloatRange(0.5, 1, min_open=True, max_open=True),
+)
+HORIZON = click.option(
+    "--horizon", default=1, show_default=True, type=click.IntRange(1, 168), help="Hours."
+)
+
+
+def _load(path: Path) -> Any:
+    from offchain.prices import load_candles
+
+    try:
+        candles, report = load_candles(path)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(report.summary())
+    return candles
+
+
+@main.command()
+@PRICES
+@CONFIDENCE
+@HORIZON
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a TTY).")
+def backtest(
+    prices_path: Path,
+    confidence: float,
+    horizon: int,
+    json_path: Path | None,
+    plot_path: Path | None,
+    progress: bool | None,
+) -> None:
+    """Walk-forward backtest of the margin models and baselines on one price file."""
+    from offchain.backtest import BacktestConfig, format_table, plot_backtest, run_backtest
+
+    candles = _load(prices_path)
+    config = BacktestConfig(confidence=confidence, horizon=horizon)
+    show = sys.stderr.isatty() if progress is None else progress
+    try:
+        result = run_backtest(candles, config, progress=show)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(format_table(result))
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+        click.echo(f"wrote {json_path}")
+    if plot_path is None:
+        name = f"backtest_{_slug(result.asset)}.png"
+        plot_path = json_path.with_suffix(".png") if json_path is not None else Path(name)
+    click.echo(f"wrote {plot_backtest(result, plot_path)}")
+
+
+@main.command()
+@PRICES
+@CONFIDENCE
+@HORIZON
+@click.option("--market-id", default=1, show_default=True, type=click.IntRange(0))
+@click.option(
+    "--current",
+    type=click.FloatRange(min=0, min_open=True),
+    help="The market's current target multiplier (default: no update yet).",
+)
+@click.option(
+    "--shock",
+    "shocks",
+    multiple=True,
+    type=float,
+    default=(-0.3, -0.2, -0.1, 0.1, 0.2, 0.3),
+    show_default=True,
+    help="Hypothetical price move for the stress table (repeat).",
+)
+def risk(
+    prices_path: Path,
+    confidence: float,
+    horizon: int,
+    market_id: int,
+    current: float | None,
+    shocks: tuple[float, ...],
+) -> None:
+    """The parameters the keeper would sign now for the market of a price file."""
+    import dataclasses
+    from fractions import Fraction
+
+    from offchain import WAD
+    from offchain.calibration import DEFAULT_GUARDRAILS, RECOMMENDED_MODEL, calibrate
+    from offchain.margin_math import MarketState
+    from offchain.stress import shock_losses, worst_windows
+
+    candles = _load(prices_path)
+    now = int(candles.timestamps[-1]) + 3600
+    state = None
+    if current is not None:
+        target = int(Fraction(current) * WAD)
+        state = MarketState(target=target, ramp_from=target, updated_at=now - 3600)
+    model = dataclasses.replace(RECOMMENDED_MODEL, confidence=confidence)
+    try:
+        cal = calibrate(
+            candles, market_id=market_id, now=now, state=state, model=model, horizon=horizon
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    s = cal.snapshot
+    g = DEFAULT_GUARDRAILS
+    lines = [
+        f"{candles.symbol}: {len(candles)} hourly prices, {_when(candles.timestamps[0])} .. "
+        f"{_when(candles.timestamps[-1])}; observed_at {s.observed_at} ({_when(s.observed_at)})",
+        f"model          {model.name}: {model.params()}",
+        f"volatility     {s.sigma_hourly:.4%} per hour, {s.sigma_annual:.1%} annualised",
+        f"VaR {confidence:.1%} {horizon}h  long {s.var_long:.4%}  short {s.var_short:.4%}",
+        f"ES  {confidence:.1%} {horizon}h  long {s.es_long:.4%}  short {s.es_short:.4%}",
+        f"stressed ES    {s.stressed_es:.4%} -> floor {s.floor_rate:.4%}",
+        f"rate to cover  {s.target_rate:.4%} ({model.measure.upper()}, larger side, floored)",
+        f"multiplier     {cal.proposed / WAD:.6f}x ({cal.proposed} wei) -> clamped "
+        f"{cal.clamped / WAD:.6f}x ({cal.clamped} wei) within [{g.min_multiplier / WAD:g}x, "
+        f"{g.max_multiplier / WAD:g}x]",
+        f"model_hash     0x{cal.model_hash.hex()}",
+        f"decision       {'push' if cal.push else 'skip'}: {cal.reason}",
+    ]
+    if cal.update is not None:
+        u = cal.update
+        lines.append(
+            f"RiskUpdate     market_id={u.market_id} multiplier={u.multiplier} "
+            f"funding_rate={u.funding_rate} observed_at={u.observed_at} deadline={u.deadline}"
+        )
+    click.echo("\n".join(lines))
+    click.echo(f"\nstress ({horizon}h windows; loss as % of notional, long / short)")
+    worst = worst_windows(candles, horizon, k=3)
+    for side in ("long", "short"):
+        for sc in worst[side]:
+            click.echo(
+                f"  {sc.label:<24} {_when(sc.start or 0)}  move {sc.move:+8.3%}  "
+                f"loss {sc.loss_long:+8.3%} / {sc.loss_short:+8.3%}"
+            )
+    for sc in shock_losses(shocks):
+        click.echo(
+            f"  {sc.label:<24} {'':<20}  move {sc.move:+8.3%}  "
+            f"loss {sc.loss_long:+8.3%} / {sc.loss_short:+8.3%}"
+        )
+
+
+if __name__ == "__main__":
+    main()
