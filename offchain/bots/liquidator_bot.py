@@ -1,0 +1,42 @@
+"""The liquidation bot as a Silverback bot: one scan (and its liquidations) per new block.
+
+    DMM_CONFIG=offchain/keeper.example.yaml DMM_LIQUIDATOR_KEY=0x... \\
+        silverback run offchain.bots.liquidator_bot:bot --network ethereum:local:foundry
+
+Without ``DMM_LIQUIDATOR_KEY`` it runs dry (scans and logs what it would do).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ape import chain
+from silverback import SilverbackBot
+
+from offchain.bots._common import NonOverlapping, as_block, bot_config, bot_key, bot_web3
+from offchain.cli_ops import build_liquidator
+from offchain.metrics import serve
+
+bot = SilverbackBot()
+_cfg = bot_config()
+_w3 = bot_web3(_cfg, bot.provider)
+liquidator = build_liquidator(
+    _cfg, _w3, str(_cfg["engine"]), bot_key("DMM_LIQUIDATOR_KEY"), dry_run=False
+)
+if _cfg.get("metrics_port"):
+    serve(liquidator.metrics, int(_cfg["metrics_port"]))  # /metrics and the /healthz watchdog
+_tick = NonOverlapping("liquidator", liquidator.tick)
+
+
+@bot.on_(chain.blocks)
+def on_block(block: Any) -> dict[str, float]:
+    result = _tick(as_block(block))
+    if result is None:
+        return {"skipped": 1}
+    liquidator.metrics.tick_done()
+    return {
+        "liquidatable": len(result.scan.liquidatable),
+        "liquidations": result.liquidations,
+        "backstops": result.backstops,
+        "scan_seconds": result.scan.seconds,
+    }

@@ -1,0 +1,515 @@
+"""Chain clients: typed reads of the registry, the engine and Chainlink feeds over JSON-RPC.
+
+Every call goes through one ``Web3`` HTTP provider with a request timeout, so a dead or hung node
+surfaces as ``RpcUnavailable`` within seconds instead of blocking a bot forever. Only the
+functions the bots need are in the ABIs below (the contracts' full ABIs live in ``.build``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import requests
+from eth_abi import decode as abi_decode
+from eth_utils import to_checksum_address
+from web3 import Web3
+from web3.exceptions import ContractLogicError
+
+from offchain.margin_math import Guardrails, MarketState
+from offchain.signing import RiskUpdate
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 10.0  # seconds per JSON-RPC request
+
+
+class RpcUnavailable(ConnectionError):  # noqa: N818 - named for what happened
+    """The node did not answer (refused, reset, timed out, or a 5xx)."""
+
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` means "the node is unreachable, try again later"."""
+    if isinstance(exc, (RpcUnavailable, *TRANSIENT_ERRORS)):
+        return True
+    if isinstance(exc, requests.exceptions.HTTPError) and exc.response is not None:
+        return exc.response.status_code >= 500 or exc.response.status_code == 429
+    return False
+
+
+def rpc(fn: Callable[[], T]) -> T:
+    """Run one RPC interaction, mapping transport failures to ``RpcUnavailable``."""
+    try:
+        return fn()
+    except RpcUnavailable:
+        raise
+    except Exception as exc:
+        if is_transient(exc):
+            raise RpcUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        raise
+
+
+def connect(url: str, timeout: float = DEFAULT_TIMEOUT) -> Web3:
+    """A ``Web3`` on an HTTP endpoint with a per-request timeout (no retries inside web3)."""
+    provider = Web3.HTTPProvider(url, request_kwargs={"timeout": timeout})
+    provider.exception_retry_configuration = None
+    return Web3(provider)
+
+
+def revert_reason(exc: BaseException) -> str:
+    """The revert string of a failed call, or the exception's text."""
+    text = exc.message if isinstance(exc, ContractLogicError) and exc.message else str(exc)
+    marker = "execution reverted: "
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    return text.strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# ABIs (only what the bots use)
+
+
+def _param(name: str, typ: str, components: list[dict] | None = None) -> dict:
+    out: dict[str, Any] = {"name": name, "type": typ}
+    if components is not None:
+        out["components"] = components
+    return out
+
+
+def _fn(
+    name: str, inputs: Sequence[dict], outputs: Sequence[dict], mutability: str = "view"
+) -> dict:
+    return {
+        "type": "function",
+        "name": name,
+        "inputs": list(inputs),
+        "outputs": list(outputs),
+        "stateMutability": mutability,
+    }
+
+
+def _u(name: str = "") -> dict:
+    return _param(name, "uint256")
+
+
+def _i(name: str = "") -> dict:
+    return _param(name, "int256")
+
+
+def _a(name: str = "") -> dict:
+    return _param(name, "address")
+
+
+_GUARDRAILS = [
+    _u(n)
+    for n in (
+        "min_multiplier",
+        "max_multiplier",
+        "max_increase",
+        "max_decrease",
+        "min_decrease_interval",
+        "heartbeat",
+        "stale_multiplier",
+        "increase_ramp",
+        "max_funding_rate",
+    )
+]
+_MARKET_STATE = [
+    _u("target"),
+    _u("ramp_from"),
+    _i("funding_rate"),
+    _u("updated_at"),
+    _u("observed_at"),
+    _u("last_decrease_at"),
+]
+_RISK_UPDATE = [
+    _u("market_id"),
+    _u("multiplier"),
+    _i("funding_rate"),
+    _u("observed_at"),
+    _u("deadline"),
+    _param("model_hash", "bytes32"),
+]
+_SUBACCOUNT = [_a("owner"), _u("subaccount")]
+_HEALTH = [_i("equity"), _u("maintenance"), _u("initial"), _param("liquidatable", "bool")]
+_MARKET_CONFIG = [
+    _a("feed"),
+    _u("max_price_age"),
+    _u("price_band"),
+    _u("liquidation_fee"),
+    _u("liquidator_share"),
+    _u("oi_cap"),
+]
+
+REGISTRY_ABI = [
+    _fn("multiplier", [_u("market_id")], [_u()]),
+    _fn("target_multiplier", [_u("market_id")], [_u()]),
+    _fn("funding_rate", [_u("market_id")], [_i()]),
+    _fn("is_stale", [_u("market_id")], [_param("", "bool")]),
+    _fn("is_configured", [_u("market_id")], [_param("", "bool")]),
+    _fn("last_update", [_u("market_id")], [_u(), _u()]),
+    _fn("market_state", [_u("market_id")], [_param("", "tuple", _MARKET_STATE)]),
+    _fn("guardrails", [_u("market_id")], [_param("", "tuple", _GUARDRAILS)]),
+    _fn("paused", [], [_param("", "bool")]),
+    _fn("signer_threshold", [], [_u()]),
+    _fn("is_keeper", [_a("signer")], [_param("", "bool")]),
+    _fn(
+        "submit_updates",
+        [
+            _param("updates", "tuple[]", _RISK_UPDATE),
+            _param("signatures", "bytes[]"),
+        ],
+        [],
+        "nonpayable",
+    ),
+    {
+        "type": "event",
+        "name": "RiskUpdated",
+        "anonymous": False,
+        "inputs": [
+            {**_u("market_id"), "indexed": True},
+            {**_u("old_multiplier"), "indexed": False},
+            {**_u("new_multiplier"), "indexed": False},
+            {**_i("old_funding_rate"), "indexed": False},
+            {**_i("new_funding_rate"), "indexed": False},
+            {**_u("observed_at"), "indexed": False},
+            {**_param("model_hash", "bytes32"), "indexed": False},
+        ],
+    },
+]
+
+ENGINE_ABI = [
+    _fn("accounts_with_positions_count", [], [_u()]),
+    _fn(
+        "accounts_with_positions",
+        [_u("start"), _u("limit")],
+        [_param("", "tuple[]", _SUBACCOUNT)],
+    ),
+    _fn("users_to_liquidate", [_u("start"), _u("limit")], [_param("", "tuple[]", _SUBACCOUNT)]),
+    _fn(
+        "health_batch",
+        [_param("owners", "address[]"), _param("subaccounts", "uint256[]")],
+        [_param("", "tuple[]", _HEALTH)],
+    ),
+    _fn("account_health", [_a("owner"), _u("subaccount")], [_i(), _u(), _u()]),
+    _fn("is_liquidatable", [_a("owner"), _u("subaccount")], [_param("", "bool")]),
+    _fn("markets_of", [_a("owner"), _u("subaccount")], [_param("", "uint256[]")]),
+    _fn("position", [_a("owner"), _u("subaccount"), _u("market_id")], [_i(), _i()]),
+    _fn("collateral_of", [_a("owner"), _u("subaccount")], [_i()]),
+    _fn("insurance_fund", [], [_u()]),
+    _fn("bad_debt", [], [_u()]),
+    _fn("open_interest", [_u("market_id")], [_u()]),
+    _fn("mark_price", [_u("market_id")], [_u(), _param("", "bool")]),
+    _fn("market_config", [_u("market_id")], [_param("", "tuple", _MARKET_CONFIG)]),
+    _fn(
+        "liquidate",
+        [_a("owner"), _u("subaccount"), _u("market_id"), _u("size"), _u("liquidator_subaccount")],
+        [_u()],
+        "nonpayable",
+    ),
+    _fn("backstop", [_a("owner"), _u("subaccount")], [], "nonpayable"),
+]
+
+FEED_ABI = [
+    _fn("decimals", [], [_param("", "uint8")]),
+    _fn(
+        "latestRoundData",
+        [],
+        [
+            _param("roundId", "uint80"),
+            _i("answer"),
+            _u("startedAt"),
+            _u("updatedAt"),
+            _param("answeredInRound", "uint80"),
+        ],
+    ),
+    _fn("set_answer", [_i("answer")], [], "nonpayable"),
+    _fn("set_round", [_i("answer"), _u("updated_at")], [], "nonpayable"),
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Value types
+
+
+@dataclass(frozen=True)
+class FeedReading:
+    """One ``latestRoundData`` answer of a Chainlink-compatible feed."""
+
+    feed: str
+    round_id: int
+    answer: int
+    decimals: int
+    updated_at: int
+
+    @property
+    def price(self) -> float:
+        """The answer in USD (may be zero or negative: check before use)."""
+        return self.answer / 10**self.decimals
+
+
+@dataclass(frozen=True)
+class Subaccount:
+    """A subaccount ``(owner, id)`` as the engine enumerates it."""
+
+    owner: str
+    subaccount: int
+
+
+@dataclass(frozen=True)
+class Health:
+    """A subaccount's health (USD WAD) as the engine's batch view returns it."""
+
+    account: Subaccount
+    equity: int
+    maintenance: int
+    initial: int
+    liquidatable: bool
+
+    @property
+    def margin_ratio(self) -> float:
+        """Equity over maintenance: below 1 is liquidatable, below 0 is underwater."""
+        if self.maintenance == 0:
+            return math.inf if self.equity >= 0 else -math.inf
+        return self.equity / self.maintenance
+
+
+@dataclass(frozen=True)
+class Block:
+    """The few fields of a block the bots need."""
+
+    number: int
+    timestamp: int
+    base_fee: int
+
+
+def latest_block(w3: Web3) -> Block:
+    """The latest block (number, timestamp, base fee)."""
+    block = rpc(lambda: w3.eth.get_block("latest"))
+    return Block(int(block["number"]), int(block["timestamp"]), int(block.get("baseFeePerGas", 0)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Clients
+
+
+class FeedClient:
+    """Reads Chainlink ``AggregatorV3Interface`` feeds; caches each feed's decimals."""
+
+    def __init__(self, w3: Web3) -> None:
+        self.w3 = w3
+        self._decimals: dict[str, int] = {}
+
+    def _contract(self, feed: str) -> Any:
+        return self.w3.eth.contract(address=to_checksum_address(feed), abi=FEED_ABI)
+
+    def decimals(self, feed: str) -> int:
+        key = to_checksum_address(feed)
+        if key not in self._decimals:
+            self._decimals[key] = int(rpc(lambda: self._contract(key).functions.decimals().call()))
+        return self._decimals[key]
+
+    def latest(self, feed: str) -> FeedReading:
+        """The feed's latest round."""
+        decimals = self.decimals(feed)
+        round_id, answer, _, updated_at, _ = rpc(
+            lambda: self._contract(feed).functions.latestRoundData().call()
+        )
+        return FeedReading(
+            feed=to_checksum_address(feed),
+            round_id=int(round_id),
+            answer=int(answer),
+            decimals=decimals,
+            updated_at=int(updated_at),
+        )
+
+    def encode_set_answer(self, feed: str, answer: int) -> bytes:
+        """Calldata of a mock feed's ``set_answer`` (devnet replay)."""
+        return bytes.fromhex(
+            self._contract(feed).encode_abi("set_answer", args=[answer]).removeprefix("0x")
+        )
+
+
+class RegistryClient:
+    """Reads the ``RiskParameterRegistry`` and encodes ``submit_updates``."""
+
+    def __init__(self, w3: Web3, address: str) -> None:
+        self.w3 = w3
+        self.address = to_checksum_address(address)
+        self.contract = w3.eth.contract(address=self.address, abi=REGISTRY_ABI)
+
+    def _call(self, name: str, *args: Any) -> Any:
+        return rpc(lambda: getattr(self.contract.functions, name)(*args).call())
+
+    def market_state(self, market_id: int) -> MarketState:
+        return MarketState(*self._call("market_state", market_id))
+
+    def guardrails(self, market_id: int) -> Guardrails:
+        return Guardrails(*self._call("guardrails", market_id))
+
+    def multiplier(self, market_id: int) -> int:
+        return int(self._call("multiplier", market_id))
+
+    def funding_rate(self, market_id: int) -> int:
+        return int(self._call("funding_rate", market_id))
+
+    def is_stale(self, market_id: int) -> bool:
+        return bool(self._call("is_stale", market_id))
+
+    def is_configured(self, market_id: int) -> bool:
+        return bool(self._call("is_configured", market_id))
+
+    def paused(self) -> bool:
+        return bool(self._call("paused"))
+
+    def encode_submit(self, updates: Sequence[RiskUpdate], signatures: Sequence[bytes]) -> bytes:
+        """Calldata of ``submit_updates(updates, signatures)``."""
+        data = self.contract.encode_abi(
+            "submit_updates", args=[[u.as_tuple() for u in updates], list(signatures)]
+        )
+        return bytes.fromhex(data.removeprefix("0x"))
+
+    def risk_updated_events(self, from_block: int, to_block: int | str = "latest") -> list[dict]:
+        """``RiskUpdated`` logs in a block range, oldest first, as plain dicts."""
+        if isinstance(to_block, str) and from_block > int(rpc(lambda: self.w3.eth.block_number)):
+            return []
+        logs = rpc(
+            lambda: self.contract.events.RiskUpdated().get_logs(
+                from_block=from_block, to_block=to_block
+            )
+        )
+        return [{**dict(log["args"]), "block_number": int(log["blockNumber"])} for log in logs]
+
+
+class EngineClient:
+    """Reads the ``MarginEngine`` (enumeration, batch health) and encodes liquidations."""
+
+    PAGE = 100  # the engine's batch bound
+
+    def __init__(self, w3: Web3, address: str) -> None:
+        self.w3 = w3
+        self.address = to_checksum_address(address)
+        self.contract = w3.eth.contract(address=self.address, abi=ENGINE_ABI)
+
+    def _call(self, name: str, *args: Any) -> Any:
+        return rpc(lambda: getattr(self.contract.functions, name)(*args).call())
+
+    def count(self) -> int:
+        return int(self._call("accounts_with_positions_count"))
+
+    def _batch_call(self, name: str, arg_lists: Sequence[tuple], out_types: list[str]) -> list:
+        """Many ``eth_call``s of one view in one JSON-RPC batch; decoded results in order."""
+        if not arg_lists:
+            return []
+
+        def run() -> list:
+            with self.w3.batch_requests() as batch:
+                for args in arg_lists:
+                    data = self.contract.encode_abi(name, args=list(args))
+                    batch.add(self.w3.eth.call({"to": self.address, "data": data}))
+                raw = batch.execute()
+            return [abi_decode(out_types, bytes(r)) for r in raw]
+
+        return rpc(run)
+
+    def accounts(self, start: int = 0, count: int | None = None) -> list[Subaccount]:
+        """Every subaccount with open positions (one batched round trip)."""
+        total = self.count() if count is None else count
+        pages = [(s, self.PAGE) for s in range(start, total, self.PAGE)]
+        out: list[Subaccount] = []
+        for (entries,) in self._batch_call(
+            "accounts_with_positions", pages, ["(address,uint256)[]"]
+        ):
+            out.extend(Subaccount(to_checksum_address(o), int(s)) for o, s in entries)
+        return out
+
+    def liquidatable_accounts(self, total: int | None = None) -> list[Subaccount]:
+        """The liquidatable subaccounts, scanning the enumeration in pages of 100, one batch."""
+        total = self.count() if total is None else total
+        pages = [(s, self.PAGE) for s in range(0, total, self.PAGE)]
+        out: list[Subaccount] = []
+        for (entries,) in self._batch_call("users_to_liquidate", pages, ["(address,uint256)[]"]):
+            out.extend(Subaccount(to_checksum_address(o), int(s)) for o, s in entries)
+        return out
+
+    def health(self, accounts: Sequence[Subaccount]) -> list[Health]:
+        """Health of many subaccounts through ``health_batch``, 100 per call, one batch."""
+        chunks = [accounts[i : i + self.PAGE] for i in range(0, len(accounts), self.PAGE)]
+        args = [([a.owner for a in c], [a.subaccount for a in c]) for c in chunks]
+        out: list[Health] = []
+        for chunk, (rows,) in zip(
+            chunks,
+            self._batch_call("health_batch", args, ["(int256,uint256,uint256,bool)[]"]),
+            strict=True,
+        ):
+            out.extend(
+                Health(a, int(e), int(m), int(i), bool(liq))
+                for a, (e, m, i, liq) in zip(chunk, rows, strict=True)
+            )
+        return out
+
+    def markets_of(self, owner: str, subaccount: int) -> list[int]:
+        return [int(m) for m in self._call("markets_of", owner, subaccount)]
+
+    def position(self, owner: str, subaccount: int, market_id: int) -> tuple[int, int]:
+        size, notional = self._call("position", owner, subaccount, market_id)
+        return int(size), int(notional)
+
+    def collateral_of(self, owner: str, subaccount: int) -> int:
+        return int(self._call("collateral_of", owner, subaccount))
+
+    def insurance_fund(self) -> int:
+        return int(self._call("insurance_fund"))
+
+    def bad_debt(self) -> int:
+        return int(self._call("bad_debt"))
+
+    def market_feed(self, market_id: int) -> str:
+        return to_checksum_address(self._call("market_config", market_id)[0])
+
+    def max_price_age(self, market_id: int) -> int:
+        return int(self._call("market_config", market_id)[1])
+
+    def encode_liquidate(
+        self, owner: str, subaccount: int, market_id: int, size: int, liquidator_subaccount: int
+    ) -> bytes:
+        data = self.contract.encode_abi(
+            "liquidate", args=[owner, subaccount, market_id, size, liquidator_subaccount]
+        )
+        return bytes.fromhex(data.removeprefix("0x"))
+
+    def encode_backstop(self, owner: str, subaccount: int) -> bytes:
+        data = self.contract.encode_abi("backstop", args=[owner, subaccount])
+        return bytes.fromhex(data.removeprefix("0x"))
+
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "ENGINE_ABI",
+    "FEED_ABI",
+    "REGISTRY_ABI",
+    "Block",
+    "EngineClient",
+    "FeedClient",
+    "FeedReading",
+    "Health",
+    "RegistryClient",
+    "RpcUnavailable",
+    "Subaccount",
+    "connect",
+    "is_transient",
+    "latest_block",
+    "revert_reason",
+    "rpc",
+]

@@ -1,0 +1,182 @@
+"""Deploy and configure a whole devnet system with ape: token, feeds, registry, engine.
+
+Reused by the integration tests, the demo and the benchmarks::
+
+    system = deploy_system(owner, markets=[DevnetMarket(1, "BTC", 60_000)], keepers=[key.address])
+
+The devnet token has 6 decimals (USDC-like), the feeds 8 (Chainlink USD feeds). The exchange is
+an account authorised to call ``settle_trade`` (it stands in for an order book).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from offchain import WAD
+from offchain.margin_math import Guardrails, Tier
+
+USDC = 10**6
+FEED_DECIMALS = 8
+
+DEVNET_TIERS = (
+    Tier(0, 5 * 10**15),  # 0.5% of notional up to 1M USD
+    Tier(1_000_000 * WAD, 10**16),  # 1% from 1M to 10M
+    Tier(10_000_000 * WAD, 25 * 10**15),  # 2.5% above 10M
+)
+DEVNET_GUARDRAILS = Guardrails(
+    min_multiplier=WAD,
+    max_multiplier=10 * WAD,
+    max_increase=WAD // 2,  # +50% per update
+    max_decrease=WAD // 10,  # -10% per update
+    min_decrease_interval=3600,
+    heartbeat=7200,
+    stale_multiplier=4 * WAD,
+    increase_ramp=0,  # an increase applies at once
+    max_funding_rate=10**12,
+)
+DEVNET_INITIAL_RATIO = 2 * WAD
+
+
+@dataclass(frozen=True)
+class DevnetMarket:
+    """A devnet market: registry id, name, starting price (USD) and engine settings."""
+
+    market_id: int
+    name: str
+    price: float
+    tiers: tuple[Tier, ...] = DEVNET_TIERS
+    guardrails: Guardrails = DEVNET_GUARDRAILS
+    initial_ratio: int = DEVNET_INITIAL_RATIO
+    max_price_age: int = 3600
+    price_band: int = 5 * 10**16  # 5%
+    liquidation_fee: int = 10**16  # 1% of the closed notional
+    liquidator_share: int = WAD // 2
+    oi_cap: int = 10**9 * WAD
+
+
+@dataclass
+class System:
+    """A deployed devnet: ape contract instances and the accounts that run it."""
+
+    owner: Any
+    token: Any
+    registry: Any
+    engine: Any
+    feeds: dict[int, Any]
+    markets: list[DevnetMarket]
+    exchange: Any
+    keepers: list[str] = field(default_factory=list)
+
+    def feed_answer(self, price: float) -> int:
+        return round(price * 10**FEED_DECIMALS)
+
+    def set_price(self, market_id: int, price: float, sender: Any | None = None) -> Any:
+        """Set a mock feed's answer (stamped with the block time); returns the receipt."""
+        return self.feeds[market_id].set_answer(
+            self.feed_answer(price), sender=sender or self.owner
+        )
+
+    def fund(self, actor: Any, amount: int, subaccount: int = 0) -> None:
+        """Mint ``amount`` token units to ``actor`` and deposit them into its subaccount."""
+        self.token.mint(actor, amount, sender=actor)
+        self.token.approve(self.engine, 2**256 - 1, sender=actor)
+        self.engine.deposit(subaccount, amount, sender=actor)
+
+    def fund_insurance(self, funder: Any, amount: int) -> None:
+        self.token.mint(funder, amount, sender=funder)
+        self.token.approve(self.engine, 2**256 - 1, sender=funder)
+        self.engine.fund_insurance(amount, sender=funder)
+
+    def trade(
+        self,
+        market_id: int,
+        maker: Any,
+        taker: Any,
+        size: int,
+        price: float,
+        maker_sub: int = 0,
+        taker_sub: int = 0,
+    ) -> Any:
+        """Settle a trade through the exchange: the taker buys ``size`` (WAD) when positive."""
+        return self.engine.settle_trade(
+            market_id,
+            maker,
+            maker_sub,
+            taker,
+            taker_sub,
+            size,
+            int(price * WAD),
+            sender=self.exchange,
+        )
+
+
+def deploy_system(
+    owner: Any,
+    markets: Sequence[DevnetMarket] = (DevnetMarket(1, "BTC", 60_000.0),),
+    keepers: Sequence[str] = (),
+    exchange: Any | None = None,
+    guardian: Any | None = None,
+    project: Any | None = None,
+) -> System:
+    """Deploy token, one mock feed per market, registry and engine; configure and list every
+    market, authorise the keepers and the exchange (default: the owner)."""
+    if project is None:
+        from ape import project as ape_project
+
+        project = ape_project
+    token = project.MockERC20.deploy("USD Coin", "USDC", 6, sender=owner)
+    registry = project.RiskParameterRegistry.deploy(guardian or owner, sender=owner)
+    for keeper in keepers:
+        registry.add_keeper(keeper, sender=owner)
+    engine = project.MarginEngine.deploy(token, registry, sender=owner)
+    feeds: dict[int, Any] = {}
+    for m in markets:
+        registry.configure_market(
+            m.market_id,
+            [(t.notional_floor, t.maintenance_rate) for t in m.tiers],
+            m.initial_ratio,
+            m.guardrails.as_tuple(),
+            sender=owner,
+        )
+        feed = project.MockPriceFeed.deploy(
+            FEED_DECIMALS, round(m.price * 10**FEED_DECIMALS), sender=owner
+        )
+        feeds[m.market_id] = feed
+        engine.add_market(
+            m.market_id,
+            (
+                feed.address,
+                m.max_price_age,
+                m.price_band,
+                m.liquidation_fee,
+                m.liquidator_share,
+                m.oi_cap,
+            ),
+            sender=owner,
+        )
+    exchange = exchange or owner
+    engine.set_exchange(exchange, True, sender=owner)
+    return System(
+        owner=owner,
+        token=token,
+        registry=registry,
+        engine=engine,
+        feeds=feeds,
+        markets=list(markets),
+        exchange=exchange,
+        keepers=list(keepers),
+    )
+
+
+__all__ = [
+    "DEVNET_GUARDRAILS",
+    "DEVNET_INITIAL_RATIO",
+    "DEVNET_TIERS",
+    "FEED_DECIMALS",
+    "USDC",
+    "DevnetMarket",
+    "System",
+    "deploy_system",
+]

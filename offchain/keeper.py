@@ -1,0 +1,575 @@
+"""The risk keeper: read each market's feed, run the risk model, clamp, sign one batch, relay.
+
+Per tick (one block, time taken from the block):
+
+1. read every market's Chainlink-compatible feed and **validate** the reading: NaN or infinite,
+   zero or negative, older than ``max_feed_age``, stamped in the future, or moving ``max_jump``
+   times (10x) or more from the last accepted price in one reading is refused, and *nothing is
+   signed for that market* (a log line says why). A jump is accepted once a second, later
+   reading confirms it (within ``spike_confirm_tolerance``);
+2. append new rounds to the market's price history (warmed up from a CSV file if given) and ask
+   the risk model for a multiplier and a funding rate;
+3. **clamp** to the market's on-chain guardrails (``margin_math.clamp_multiplier``) and check the
+   result with ``margin_math.apply_update`` exactly as the registry will;
+4. **skip** when nothing new was observed, or the change is inside the hysteresis band and the
+   last update is younger than ``refresh_fraction`` of the heartbeat;
+5. sign **one** EIP-712 batch for every market that changed and relay it through the
+   ``TxSender`` (simulated first). A batch the chain already holds (same ``observed_at``) reverts
+   in simulation and is dropped, which makes re-sending after a crash harmless.
+
+No sender means dry run: the batch is signed (when a key is given) and printed, nothing is sent.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
+
+from offchain import WAD
+from offchain.chain import Block, FeedClient, FeedReading, RegistryClient, rpc
+from offchain.margin_math import (
+    Guardrails,
+    MarketState,
+    UpdateRejected,
+    apply_update,
+    clamp_multiplier,
+    with_funding_bound,
+)
+from offchain.metrics import BotMetrics
+from offchain.signing import RiskUpdate, sign_batch
+from offchain.tx_sender import SentTx, SimulationReverted, TxSender
+
+log = logging.getLogger("dmm.keeper")
+
+# The registry's reason for an update it already holds: a re-sent batch is dropped, not an error.
+DUPLICATE_REASONS = ("observed_at not after the last update",)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass(frozen=True)
+class KeeperMarket:
+    """A market the keeper drives: registry id, its feed, a display name."""
+
+    market_id: int
+    feed: str
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.market_id}" + (f" ({self.name})" if self.name else "")
+
+
+@dataclass(frozen=True)
+class KeeperConfig:
+    """The keeper's policy (see ``offchain/keeper.example.yaml``)."""
+
+    markets: tuple[KeeperMarket, ...]
+    hysteresis: float = 0.05  # skip a multiplier change smaller than 5% of the target
+    refresh_fraction: float = 0.5  # re-push once this fraction of the heartbeat has passed
+    max_feed_age: int = 3600  # seconds; an older feed answer is stale
+    max_jump: float = 10.0  # a reading this many times above/below the last one is a spike
+    spike_confirm_tolerance: float = 0.1  # a second reading this close confirms a jump
+    deadline_seconds: int = 600  # signed updates are valid this long
+    history_size: int = 5000  # prices kept per market
+    min_history: int = 2  # prices needed before the model runs
+
+    def __post_init__(self) -> None:
+        if not self.markets:
+            raise ValueError("the keeper needs at least one market")
+        ids = [m.market_id for m in self.markets]
+        if len(set(ids)) != len(ids):
+            raise ValueError("market ids must be distinct")
+        if not 0 <= self.hysteresis < 1:
+            raise ValueError("hysteresis must lie in [0, 1)")
+        if not 0 < self.refresh_fraction <= 1:
+            raise ValueError("refresh_fraction must lie in (0, 1]")
+        if self.max_jump <= 1:
+            raise ValueError("max_jump must be above 1")
+        if self.max_feed_age <= 0 or self.deadline_seconds <= 0:
+            raise ValueError("max_feed_age and deadline_seconds must be positive")
+        if self.min_history < 2:
+            raise ValueError("min_history must be at least 2 (one return)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Price validation and history
+
+
+def check_reading(
+    price: float,
+    updated_at: int,
+    now: int,
+    last_price: float | None,
+    max_age: int,
+    max_jump: float,
+) -> str | None:
+    """Why a feed reading must not be used, or ``None`` when it is usable."""
+    if math.isnan(price) or math.isinf(price):
+        return f"price is not a finite number ({price})"
+    if price <= 0:
+        return f"price is zero or negative ({price})"
+    if updated_at > now:
+        return f"feed timestamp {updated_at} is in the future (block time {now})"
+    if now - updated_at > max_age:
+        return f"feed is stale: last update {now - updated_at} s ago, more than {max_age} s"
+    if last_price is not None and last_price > 0:
+        ratio = price / last_price
+        if ratio >= max_jump or ratio <= 1 / max_jump:
+            return (
+                f"price moved x{ratio:.4g} in one reading ({last_price:.6g} -> {price:.6g});"
+                f" held until a second reading confirms it"
+            )
+    return None
+
+
+@dataclass
+class PriceHistory:
+    """Accepted prices of one market, oldest first, with the last feed round seen."""
+
+    size: int
+    times: list[int] = field(default_factory=list)
+    prices: list[float] = field(default_factory=list)
+    last_round_at: int = 0
+    pending_jump: float | None = None
+    pending_jump_at: int = 0
+
+    def add(self, t: int, price: float) -> None:
+        self.times.append(t)
+        self.prices.append(price)
+        if len(self.prices) > self.size:
+            del self.times[: -self.size]
+            del self.prices[: -self.size]
+
+    @property
+    def last_price(self) -> float | None:
+        return self.prices[-1] if self.prices else None
+
+    def as_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(self.times, dtype=np.int64), np.asarray(self.prices, dtype=np.float64)
+
+
+def read_history_csv(path: str | Path) -> tuple[list[int], list[float]]:
+    """Timestamps (seconds) and close prices of a candle CSV, oldest first.
+
+    Reads a time column (``unix``, ``timestamp`` or ``time``; milliseconds are detected) and a
+    ``close`` (or ``price``) column, as in the CryptoDataDownload layout; a first line that is
+    not the header (a URL banner) is skipped. Rows with a missing, NaN or non-positive price are
+    dropped with a log line.
+    """
+    with open(path, newline="") as handle:
+        lines = handle.read().splitlines()
+    if lines and "," not in lines[0]:
+        lines = lines[1:]
+    reader = csv.DictReader(lines)
+    if reader.fieldnames is None:
+        raise ValueError(f"{path}: empty file")
+    cols = {c.lower().strip(): c for c in reader.fieldnames}
+    tcol = next((cols[c] for c in ("unix", "timestamp", "time", "t") if c in cols), None)
+    pcol = next((cols[c] for c in ("close", "price", "answer") if c in cols), None)
+    if tcol is None or pcol is None:
+        raise ValueError(f"{path}: needs a unix/timestamp column and a close/price column")
+    rows: list[tuple[int, float]] = []
+    dropped = 0
+    for row in reader:
+        try:
+            t = int(float(row[tcol]))
+            p = float(row[pcol])
+        except (TypeError, ValueError):
+            dropped += 1
+            continue
+        if math.isnan(p) or math.isinf(p) or p <= 0:
+            dropped += 1
+            continue
+        rows.append((t // 1000 if t > 10**11 else t, p))
+    if dropped:
+        log.warning("history %s: dropped %d row(s) with a missing or invalid price", path, dropped)
+    rows.sort()
+    return [t for t, _ in rows], [p for _, p in rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# Risk model
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What the risk model asks for, before clamping."""
+
+    multiplier: int
+    funding_rate: int
+    model_hash: bytes
+    detail: str = ""
+
+
+class RiskModel(Protocol):
+    """Turns a market's price history into a proposed multiplier and funding rate."""
+
+    def propose(
+        self, market_id: int, times: np.ndarray, prices: np.ndarray, state: MarketState, now: int
+    ) -> Proposal: ...
+
+
+@dataclass(frozen=True)
+class EwmaRiskModel:
+    """Multiplier = EWMA volatility / reference volatility, floored at 1.
+
+    ``sigma_t^2 = lam * sigma_{t-1}^2 + (1 - lam) * r_t^2`` with ``r_t`` the log return scaled to
+    one hour (``r / sqrt(max(dt, 1 h) / 1 h)``: a jump between two quick readings counts as a
+    full hour's move, never less). The multiplier answers within one reading of a shock; the
+    registry's step limits and the keeper's clamp bound how fast it moves.
+    """
+
+    lam: float = 0.94
+    reference_hourly_vol: float = 0.01
+    version: str = "ewma-v1"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.lam < 1:
+            raise ValueError("lam must lie in (0, 1)")
+        if self.reference_hourly_vol <= 0:
+            raise ValueError("reference_hourly_vol must be positive")
+
+    def volatility(self, times: np.ndarray, prices: np.ndarray) -> float:
+        """Hourly EWMA volatility of the log returns."""
+        returns = np.diff(np.log(prices))
+        dt = np.maximum(np.diff(times).astype(np.float64), 3600.0) / 3600.0
+        scaled = returns / np.sqrt(dt)
+        var = float(scaled[0] ** 2) if len(scaled) else 0.0
+        for r in scaled[1:]:
+            var = self.lam * var + (1 - self.lam) * float(r) ** 2
+        return math.sqrt(var)
+
+    def propose(
+        self, market_id: int, times: np.ndarray, prices: np.ndarray, state: MarketState, now: int
+    ) -> Proposal:
+        sigma = self.volatility(times, prices)
+        ratio = max(1.0, sigma / self.reference_hourly_vol)
+        multiplier = int(ratio * WAD)
+        digest = keccak(
+            text=f"{self.version}|lam={self.lam}|ref={self.reference_hourly_vol}"
+            f"|n={len(prices)}|from={int(times[0])}|to={int(times[-1])}"
+        )
+        return Proposal(multiplier, 0, digest, f"ewma vol {sigma:.4%}/h")
+
+
+# ---------------------------------------------------------------------------------------------
+# Decision (pure)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the keeper does for one market in one tick, and why."""
+
+    market_id: int
+    action: str  # "update", "skip" or "refuse"
+    reason: str
+    update: RiskUpdate | None = None
+    current: int = 0
+    proposed: int = 0
+
+
+def decide(
+    market_id: int,
+    proposal: Proposal,
+    state: MarketState,
+    guardrails: Guardrails,
+    now: int,
+    observed_at: int,
+    config: KeeperConfig,
+) -> Decision:
+    """Clamp the proposal, apply hysteresis, and build the update the registry will accept."""
+    clamped = clamp_multiplier(state, guardrails, proposal.multiplier, now)
+    funding = with_funding_bound(proposal.funding_rate, guardrails)
+    current = state.target
+    if state.updated_at != 0:
+        if observed_at <= state.observed_at:
+            return Decision(
+                market_id,
+                "skip",
+                f"nothing observed since the last update (observed_at {state.observed_at})",
+                current=current,
+                proposed=clamped,
+            )
+        change = abs(clamped - current) / current if current else math.inf
+        age = now - state.updated_at
+        due = age >= guardrails.heartbeat * config.refresh_fraction
+        if not due and funding == state.funding_rate and change < config.hysteresis:
+            return Decision(
+                market_id,
+                "skip",
+                f"inside hysteresis: {current / WAD:.4f} -> {clamped / WAD:.4f}"
+                f" ({change:.2%} < {config.hysteresis:.2%}), last update {age} s ago",
+                current=current,
+                proposed=clamped,
+            )
+    update = RiskUpdate(
+        market_id=market_id,
+        multiplier=clamped,
+        funding_rate=funding,
+        observed_at=observed_at,
+        deadline=now + config.deadline_seconds,
+        model_hash=proposal.model_hash,
+    )
+    try:
+        apply_update(state, guardrails, update, now)
+    except UpdateRejected as exc:
+        return Decision(market_id, "refuse", exc.reason, current=current, proposed=clamped)
+    note = (
+        "" if clamped == proposal.multiplier else f", clamped from {proposal.multiplier / WAD:.4f}"
+    )
+    return Decision(
+        market_id,
+        "update",
+        f"multiplier {current / WAD:.4f} -> {clamped / WAD:.4f}{note}; {proposal.detail}",
+        update=update,
+        current=current,
+        proposed=clamped,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The keeper
+
+
+@dataclass
+class TickResult:
+    """What one tick did: per-market decisions and the relayed transaction, if any."""
+
+    block: int
+    now: int
+    decisions: list[Decision]
+    signatures: list[bytes] = field(default_factory=list)
+    sent: SentTx | None = None
+    dropped: str | None = None
+
+    @property
+    def updates(self) -> list[RiskUpdate]:
+        return [d.update for d in self.decisions if d.update is not None]
+
+
+class Keeper:
+    """One keeper: its markets' histories, the model, the signing key and (unless dry run) the
+    transaction sender that relays its batches."""
+
+    def __init__(
+        self,
+        config: KeeperConfig,
+        registry: RegistryClient,
+        feeds: FeedClient,
+        model: RiskModel,
+        signer: LocalAccount | None,
+        sender: TxSender | None,
+        chain_id: int | None,
+        metrics: BotMetrics | None = None,
+        echo: Callable[[str], Any] = print,
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.feeds = feeds
+        self.model = model
+        self.signer = signer
+        self.sender = sender
+        self.chain_id = chain_id
+        self.metrics = metrics or BotMetrics("keeper")
+        self.echo = echo
+        self.history = {m.market_id: PriceHistory(config.history_size) for m in config.markets}
+        self._recovered = False
+
+    @property
+    def dry_run(self) -> bool:
+        return self.sender is None
+
+    def warm_up(self, market_id: int, times: Sequence[int], prices: Sequence[float]) -> int:
+        """Seed a market's history with past prices; returns how many were kept."""
+        history = self.history[market_id]
+        kept = 0
+        for t, p in zip(times, prices, strict=True):
+            last = history.last_price
+            if check_reading(p, t, t, last, max_age=1, max_jump=self.config.max_jump) is None:
+                history.add(int(t), float(p))
+                kept += 1
+        if history.times:
+            history.last_round_at = max(history.last_round_at, history.times[-1])
+        log.info("market %d: warmed up with %d of %d prices", market_id, kept, len(prices))
+        return kept
+
+    def observe(self, market: KeeperMarket, reading: FeedReading | Any, now: int) -> str | None:
+        """Validate a reading and add it to the history; returns why it was refused, if it was."""
+        history = self.history[market.market_id]
+        price = float(reading.price)
+        updated_at = int(reading.updated_at)
+        reason = check_reading(
+            price,
+            updated_at,
+            now,
+            history.last_price,
+            self.config.max_feed_age,
+            self.config.max_jump,
+        )
+        if reason is not None and reason.startswith("price moved"):
+            pending = history.pending_jump
+            if (
+                pending is not None
+                and updated_at > history.pending_jump_at
+                and abs(price / pending - 1) <= self.config.spike_confirm_tolerance
+            ):
+                log.warning(
+                    "market %s: jump to %.6g confirmed by a second reading; accepted",
+                    market.label,
+                    price,
+                )
+                reason = None
+            elif pending is None or updated_at > history.pending_jump_at:
+                history.pending_jump, history.pending_jump_at = price, updated_at
+        if reason is not None:
+            return reason
+        history.pending_jump = None
+        if updated_at > history.last_round_at:
+            history.add(updated_at, price)
+            history.last_round_at = updated_at
+        return None
+
+    def decide_market(self, market: KeeperMarket, now: int) -> Decision:
+        """Everything for one market up to (not including) signing."""
+        reading = self.feeds.latest(market.feed)
+        reason = self.observe(market, reading, now)
+        if reason is not None:
+            return Decision(market.market_id, "refuse", f"bad price data: {reason}")
+        history = self.history[market.market_id]
+        if len(history.prices) < self.config.min_history:
+            return Decision(
+                market.market_id,
+                "skip",
+                f"warming up: {len(history.prices)} of {self.config.min_history} prices",
+            )
+        state = self.registry.market_state(market.market_id)
+        guardrails = self.registry.guardrails(market.market_id)
+        times, prices = history.as_arrays()
+        proposal = self.model.propose(market.market_id, times, prices, state, now)
+        # The data behind the update is the latest feed round; a refresh with no new round is
+        # observed at the block that confirmed the price is still current.
+        observed_at = history.last_round_at
+        if observed_at <= state.observed_at and now - state.updated_at >= (
+            guardrails.heartbeat * self.config.refresh_fraction
+        ):
+            observed_at = now
+        return decide(market.market_id, proposal, state, guardrails, now, observed_at, self.config)
+
+    def tick(self, block: Block) -> TickResult:
+        """One pass over every market at ``block`` (its timestamp is the keeper's clock).
+
+        After a failed tick the next one first waits for the key's in-flight transaction (if
+        any) to settle, so a batch broadcast before an outage is never followed by a second.
+        """
+        try:
+            return self._tick(block)
+        except Exception:
+            self._recovered = False
+            raise
+
+    def _tick(self, block: Block) -> TickResult:
+        now = block.timestamp
+        if self.chain_id is None:
+            self.chain_id = int(rpc(lambda: self.registry.w3.eth.chain_id))
+        if self.sender is not None and not self._recovered:
+            self.sender.recover()
+            self._recovered = True
+        decisions: list[Decision] = []
+        for market in self.config.markets:
+            decision = self.decide_market(market, now)
+            decisions.append(decision)
+            if decision.action == "update":
+                log.info("market %s: update: %s", market.label, decision.reason)
+            elif decision.action == "refuse":
+                log.warning("market %s: nothing signed: %s", market.label, decision.reason)
+                self.metrics.updates_skipped.labels("refused").inc()
+            else:
+                log.debug("market %s: skip: %s", market.label, decision.reason)
+                self.metrics.updates_skipped.labels("unchanged").inc()
+        result = TickResult(block.number, now, decisions)
+        if result.updates:
+            self.relay(result)
+        return result
+
+    def relay(self, result: TickResult) -> None:
+        """Sign the tick's batch and send it (or print it in dry run)."""
+        updates = result.updates
+        if self.signer is not None:
+            assert self.chain_id is not None
+            result.signatures = [
+                sign_batch(updates, self.signer.key, self.chain_id, self.registry.address)
+            ]
+        if self.dry_run:
+            self.echo(
+                f"dry run: block {result.block}: would submit {len(updates)} update(s) signed by"
+                f" {self.signer.address if self.signer else 'nobody (no key)'}"
+            )
+            for u in updates:
+                self.echo(
+                    f"  market {u.market_id}: multiplier {u.multiplier / WAD:.4f}"
+                    f" funding {u.funding_rate} observed_at {u.observed_at}"
+                    f" deadline {u.deadline} model {u.model_hash.hex()[:16]}"
+                )
+            for sig in result.signatures:
+                self.echo(f"  signature 0x{sig.hex()}")
+            return
+        assert self.sender is not None
+        if self.registry.paused():
+            result.dropped = "registry paused"
+            log.warning("registry is paused: %d signed update(s) not relayed", len(updates))
+            return
+        data = self.registry.encode_submit(updates, result.signatures)
+        markets = ",".join(str(u.market_id) for u in updates)
+        try:
+            sent = self.sender.send(self.registry.address, data, label=f"risk batch [{markets}]")
+        except SimulationReverted as exc:
+            if any(r in exc.reason for r in DUPLICATE_REASONS):
+                result.dropped = exc.reason
+                log.info(
+                    "batch for markets [%s] dropped: the chain already holds it (%s)",
+                    markets,
+                    exc.reason,
+                )
+                return
+            raise
+        result.sent = sent
+        self.metrics.gas(sent.cost_wei)
+        for u in updates:
+            self.metrics.updates_pushed.labels(str(u.market_id)).inc()
+        log.info(
+            "pushed %d update(s) [%s] in block %d: gas %d, cost %.6f ETH",
+            len(updates),
+            markets,
+            sent.block_number,
+            sent.gas_used,
+            sent.cost_wei / 10**18,
+        )
+
+
+__all__ = [
+    "DUPLICATE_REASONS",
+    "Decision",
+    "EwmaRiskModel",
+    "Keeper",
+    "KeeperConfig",
+    "KeeperMarket",
+    "PriceHistory",
+    "Proposal",
+    "RiskModel",
+    "TickResult",
+    "check_reading",
+    "decide",
+    "read_history_csv",
+]
