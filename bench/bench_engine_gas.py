@@ -16,20 +16,10 @@ from ape.logging import logger
 
 from bench.results import print_table, record
 from offchain import WAD
-from offchain.margin_math import Guardrails
+from offchain.devnet import DEVNET_GUARDRAILS, DEVNET_TIERS
 
-TIERS = [(0, 5 * 10**15), (1_000_000 * WAD, 10**16), (10_000_000 * WAD, 25 * 10**15)]
-GUARDRAILS = Guardrails(
-    min_multiplier=WAD,
-    max_multiplier=10 * WAD,
-    max_increase=WAD // 2,
-    max_decrease=WAD // 10,
-    min_decrease_interval=3600,
-    heartbeat=7200,
-    stale_multiplier=4 * WAD,
-    increase_ramp=0,
-    max_funding_rate=10**12,
-)
+TIERS = [(t.notional_floor, t.maintenance_rate) for t in DEVNET_TIERS]
+GUARDRAILS = DEVNET_GUARDRAILS
 USDC = 10**6
 PRICE = 60_000
 MAX_POSITIONS = 8

@@ -9,27 +9,20 @@ intrinsic and calldata included) divided by the number of markets. Views are mea
 
 from __future__ import annotations
 
+import dataclasses
+
 from ape import accounts, chain, networks, project
 from ape.logging import logger
 from eth_account import Account
 
 from bench.results import print_table, record
 from offchain import WAD
-from offchain.margin_math import Guardrails
+from offchain.devnet import DEVNET_GUARDRAILS, DEVNET_TIERS
 from offchain.signing import RiskUpdate, sign_batch_multi
 
-TIERS = [(0, 5 * 10**15), (1_000_000 * WAD, 10**16), (10_000_000 * WAD, 25 * 10**15)]
-GUARDRAILS = Guardrails(
-    min_multiplier=WAD,
-    max_multiplier=10 * WAD,
-    max_increase=WAD // 2,
-    max_decrease=WAD // 10,
-    min_decrease_interval=3600,
-    heartbeat=7200,
-    stale_multiplier=4 * WAD,
-    increase_ramp=600,
-    max_funding_rate=10**12,
-)
+TIERS = [(t.notional_floor, t.maintenance_rate) for t in DEVNET_TIERS]
+# The devnet guardrails with an increase ramp, so the ramp bookkeeping is in the figures.
+GUARDRAILS = dataclasses.replace(DEVNET_GUARDRAILS, increase_ramp=600)
 KEEPERS = [Account.from_key(bytes([i + 1]) * 32) for i in range(3)]
 MODEL_HASH = bytes.fromhex("5a" * 32)
 

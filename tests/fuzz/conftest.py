@@ -18,7 +18,7 @@ import pytest
 from eth_account import Account
 from hypothesis import HealthCheck, settings
 
-from offchain.margin_math import Guardrails, Tier
+from offchain.devnet import DEVNET_GUARDRAILS, DEVNET_TIERS
 from offchain.signing import RiskUpdate, sign_batch
 
 WAD = 10**18
@@ -42,22 +42,8 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-TIERS = [
-    Tier(0, 5 * 10**15),
-    Tier(1_000_000 * WAD, 10**16),
-    Tier(10_000_000 * WAD, 25 * 10**15),
-]
-GUARDRAILS = Guardrails(
-    min_multiplier=WAD,
-    max_multiplier=10 * WAD,
-    max_increase=WAD // 2,
-    max_decrease=WAD // 10,
-    min_decrease_interval=3600,
-    heartbeat=7200,
-    stale_multiplier=4 * WAD,
-    increase_ramp=0,
-    max_funding_rate=10**12,
-)
+TIERS = list(DEVNET_TIERS)
+GUARDRAILS = DEVNET_GUARDRAILS
 KEEPER = Account.from_key(bytes([1]) * 32)
 PRICES = {MARKET_BTC: 60_000, MARKET_ETH: 3_000}  # USD, feeds have 8 decimals
 FEED_DECIMALS = 8
