@@ -27,7 +27,7 @@ INTRINSIC = 21_000
 
 
 def _config(feed) -> tuple:
-    return (feed.address, 3600, 5 * 10**16, 10**16, WAD // 2, 10**12 * WAD)
+    return (feed.address, 3600, 5 * 10**16, 25 * 10**14, WAD // 2, 10**12 * WAD)
 
 
 def measure() -> dict[str, int]:

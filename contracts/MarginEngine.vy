@@ -42,11 +42,15 @@
             if the denominator is <= 0 or x >= 1, the whole position;
           - if what would remain is worth less than DUST_NOTIONAL (10 USD),
             the whole position.
+        A call that would leave a remainder worth less than DUST_NOTIONAL
+        reverts (close it all or leave enough to be worth liquidating).
         The liquidator takes the closed size at the mark price into its own
         subaccount, which must meet initial margin afterwards. The penalty
-        ceil(f * closed notional) leaves the liquidated account;
-        floor(penalty * liquidator_share) goes to the liquidator, the rest
-        to the insurance fund.
+        min(ceil(f * closed notional), equity - 1) leaves the liquidated
+        account (never more than it has left, so the insurance fund never
+        pays a liquidator); floor(penalty * liquidator_share) goes to the
+        liquidator, the rest to the insurance fund. `add_market` refuses a
+        fee at or above the market's lowest maintenance rate.
 
         Backstop: when equity < 0 (BACKSTOP threshold), anyone may move every
         position of the account to the insurance fund's subaccount
@@ -54,7 +58,11 @@
         subaccount's collateral) covers the negative equity; what it cannot
         cover is recorded in `bad_debt` and the account's collateral is
         reset to zero. The insurance fund's positions carry no margin
-        check; the owner unwinds them through an authorised exchange.
+        check; the owner unwinds them through an authorised exchange, and
+        `settle_trade` lets the engine's subaccounts only reduce them
+        ("engine: insurance fund may only reduce"). `insurance_fund()` is
+        the fund's collateral: the PnL of positions it still holds is
+        realised as they are unwound.
 
         Oracle policy. A feed's answer is *fresh* when the call succeeds,
         answer > 0, updatedAt <= now and now - updatedAt <= max_price_age.
@@ -76,15 +84,16 @@
         detected here (the keeper watches for it and the price band limits
         the damage).
 
-        Pause (owner): deposits and every risk-growing trade side revert;
+        Pause (owner): every risk-growing trade side reverts; deposits,
         withdrawals, reducing trades, liquidations, backstops, insurance
-        funding and `poke` keep working.
+        funding and `poke` keep working (an account can always add margin
+        or cut risk, so a pause never leaves it only liquidatable).
 
         Storage packing: a position is one slot (size, open notional as
         biased 128-bit halves), an account's market list is one slot (up to
         MAX_POSITIONS 32-bit market ids, hence market ids < 2**32), a
         market's funding state is two slots and its oracle one slot.
-@custom:kill The owner calls `pause`: no new risk, no deposits; exits,
+@custom:kill The owner calls `pause`: no new risk; deposits, exits,
         liquidations and backstops keep working. Ownership moves in two
         steps and cannot be renounced.
 """
@@ -242,7 +251,7 @@ def add_market(market_id: uint256, config: IMarginEngine.MarketConfig):
     assert market_id != 0 and market_id <= MAX_MARKET_ID, "engine: bad market id"
     assert self._oracle[market_id] == 0, "engine: market listed"
     assert staticcall IRiskParameterRegistry(REGISTRY).is_configured(market_id), "engine: market not in registry"
-    oracle: uint256 = self._check_config(config)
+    oracle: uint256 = self._check_config(market_id, config)
     self._oracle[market_id] = oracle
     self.market_config[market_id] = config
     # Start the funding clock, with the first fresh price if there is one.
@@ -265,7 +274,7 @@ def update_market(market_id: uint256, config: IMarginEngine.MarketConfig):
     ownable._check_owner()
     assert self._oracle[market_id] != 0, "engine: unknown market"
     self._accrue(market_id)
-    self._oracle[market_id] = self._check_config(config)
+    self._oracle[market_id] = self._check_config(market_id, config)
     self.market_config[market_id] = config
     log IMarginEngine.MarketListed(market_id=market_id, config=config)
 
@@ -286,7 +295,7 @@ def set_exchange(exchange: address, allowed: bool):
 @external
 def pause():
     """
-    @notice Stops deposits and risk-growing trades.
+    @notice Stops risk-growing trades (deposits, exits and liquidations go on).
     """
     ownable._check_owner()
     self.paused = True
@@ -311,14 +320,15 @@ def unpause():
 def deposit(subaccount: uint256, amount: uint256):
     """
     @notice Deposits `amount` collateral tokens into the caller's subaccount.
+            Works while paused: an account must always be able to add margin.
     @param subaccount The caller's subaccount id.
     @param amount Token units.
     """
-    assert not self.paused, "engine: paused"
     assert amount != 0, "engine: zero amount"
+    # Pull first, credit after: no view ever sees collateral that has not arrived.
+    assert extcall IERC20(COLLATERAL).transferFrom(msg.sender, self, amount, default_return_value=True), "engine: transfer failed"
     self._collateral[msg.sender][subaccount] += convert(amount * TOKEN_SCALE, int256)
     log IMarginEngine.Deposit(owner=msg.sender, subaccount=subaccount, amount=amount)
-    assert extcall IERC20(COLLATERAL).transferFrom(msg.sender, self, amount, default_return_value=True), "engine: transfer failed"
 
 
 @external
@@ -423,6 +433,12 @@ def settle_trade(
         self._open_interest[market_id] = new_oi
     taker_grows: bool = self._grows(t_old, t_new)
     maker_grows: bool = self._grows(m_old, m_new)
+    # The engine's subaccounts carry no margin check: only the insurance fund
+    # may trade, and only to unwind positions it took over in backstops.
+    if taker_owner == self:
+        assert taker_sub == INSURANCE_SUBACCOUNT and not taker_grows, "engine: insurance fund may only reduce"
+    if maker_owner == self:
+        assert maker_sub == INSURANCE_SUBACCOUNT and not maker_grows, "engine: insurance fund may only reduce"
     if taker_grows or maker_grows:
         assert not self.paused, "engine: paused"
         self._assert_fresh(status)
@@ -471,6 +487,8 @@ def liquidate(
     abs_size: uint256 = convert(abs(h.focus_size), uint256)
     closable: uint256 = self._max_close(h, abs_size, price, self.market_config[market_id].liquidation_fee)
     closed: uint256 = min(size, closable)
+    # A remainder nobody would bother to liquidate is refused: take all or leave enough.
+    assert closed == abs_size or (abs_size - closed) * price // WAD >= DUST_NOTIONAL, "engine: remainder below dust"
 
     index: int256 = self._accrue(market_id)
     # The liquidator buys when the liquidated account is long.
@@ -488,7 +506,14 @@ def liquidate(
     if new_oi != oi:
         self._open_interest[market_id] = new_oi
 
+    # The penalty never exceeds what the account has left: closing at the mark
+    # price lowers equity by at most 1 wei of rounding, hence `equity - 1`.
+    # Otherwise the liquidator's reward would be paid by the insurance fund.
     penalty: uint256 = self._ceil_mul(self._ceil_mul(closed, price), self.market_config[market_id].liquidation_fee)
+    if h.equity <= 1:
+        penalty = 0
+    else:
+        penalty = min(penalty, convert(h.equity - 1, uint256))
     reward: uint256 = penalty * self.market_config[market_id].liquidator_share // WAD
     self._collateral[owner][subaccount] -= convert(penalty, int256)
     if reward != 0:
@@ -783,11 +808,14 @@ def mark_price(market_id: uint256) -> (uint256, bool):
 
 @view
 @internal
-def _check_config(config: IMarginEngine.MarketConfig) -> uint256:
+def _check_config(market_id: uint256, config: IMarginEngine.MarketConfig) -> uint256:
     assert config.feed != empty(address), "engine: zero feed"
     assert config.max_price_age != 0 and config.max_price_age <= MAX_PRICE_AGE, "engine: bad max price age"
     assert config.price_band <= MAX_PRICE_BAND, "engine: bad price band"
     assert config.liquidation_fee <= MAX_LIQUIDATION_FEE, "engine: bad liquidation fee"
+    # A penalty at or above the lowest maintenance rate would push every
+    # liquidated account into bad debt and close every position whole.
+    assert config.liquidation_fee < staticcall IRiskParameterRegistry(REGISTRY).min_maintenance_rate(market_id), "engine: liquidation fee not below maintenance"
     assert config.liquidator_share <= WAD, "engine: bad liquidator share"
     decimals: uint8 = staticcall IERC20Detailed(config.feed).decimals()
     assert decimals <= 18, "engine: feed decimals"

@@ -589,6 +589,21 @@ def tiers(market_id: uint256) -> DynArray[Tier, MAX_TIERS]:
 
 @view
 @external
+def min_maintenance_rate(market_id: uint256) -> uint256:
+    """
+    @notice The lowest maintenance rate the market can ever charge: the first
+            tier's rate times the minimum multiplier, rounded down. The engine
+            refuses a liquidation fee at or above it (every liquidation would
+            end in bad debt).
+    @param market_id The market.
+    @return uint256 The rate (WAD; 0 for an unknown market).
+    """
+    # rate <= WAD and min_multiplier < 2**64: the product cannot overflow.
+    return (self._tiers[market_id][0] & MASK_128) * (self._bounds[market_id] & MASK_64) // WAD
+
+
+@view
+@external
 def initial_ratio(market_id: uint256) -> uint256:
     """
     @notice Initial margin as a multiple of maintenance (WAD).

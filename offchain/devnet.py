@@ -51,7 +51,7 @@ class DevnetMarket:
     initial_ratio: int = DEVNET_INITIAL_RATIO
     max_price_age: int = 3600
     price_band: int = 5 * 10**16  # 5%
-    liquidation_fee: int = 10**16  # 1% of the closed notional
+    liquidation_fee: int = 25 * 10**14  # 0.25% of the closed notional, below the 0.5% tier-0 rate
     liquidator_share: int = WAD // 2
     oi_cap: int = 10**9 * WAD
 

@@ -66,6 +66,8 @@ def test_add_market__market_not_in_registry(bare_engine, owner, feed):
         ({"price_band": 2 * 10**17 + 1}, "engine: bad price band"),
         ({"liquidation_fee": 2 * 10**17 + 1}, "engine: bad liquidation fee"),
         ({"liquidator_share": WAD + 1}, "engine: bad liquidator share"),
+        # The lowest maintenance rate is 0.5% (tier 0) x 1 (min multiplier).
+        ({"liquidation_fee": 5 * 10**15}, "engine: liquidation fee not below maintenance"),
     ],
 )
 def test_add_market__bad_config(bare_engine, owner, feed, overrides, message):
@@ -82,6 +84,11 @@ def test_add_market__feed_decimals(bare_engine, owner, project):
 def test_update_market__replaces_config(engine, owner, feed):
     engine.update_market(MARKET_BTC, config(feed, oi_cap=123), sender=owner)
     assert engine.market_config(MARKET_BTC).oi_cap == 123
+
+
+def test_update_market__fee_not_below_maintenance(engine, owner, feed):
+    with ape.reverts("engine: liquidation fee not below maintenance"):
+        engine.update_market(MARKET_BTC, config(feed, liquidation_fee=10**16), sender=owner)
 
 
 def test_update_market__unknown_market(engine, owner, feed):

@@ -3,7 +3,7 @@
 import ape
 
 from tests.conftest import MARKET_BTC, WAD
-from tests.engine.conftest import DEPOSIT, USDC, feed_answer
+from tests.engine.conftest import DEPOSIT, LIQUIDATION_FEE, USDC, feed_answer
 
 
 def open_long(trade, maker, trader, size=WAD):
@@ -40,7 +40,7 @@ def test_liquidate__partial_restores_buffered_health(
     equity, maintenance, _ = engine.account_health(trader, 0)
     assert equity >= maintenance * 11 // 10  # the rule's 10% buffer, after the penalty
     [log] = receipt.decode_logs(engine.Liquidation)
-    penalty = -(-closed * 51_000 // 100)  # 1% of notional, rounded up (notional exact here)
+    penalty = -(-closed * 51_000 * LIQUIDATION_FEE // WAD)  # rounded up (notional exact here)
     assert log.penalty in (penalty, penalty + 1)
     assert log.liquidator_reward == log.penalty // 2
     assert engine.insurance_fund() == log.penalty - log.liquidator_reward
@@ -76,6 +76,46 @@ def test_liquidate__works_while_paused_and_stale(
     assert engine.mark_price(MARKET_BTC) == (50_400 * WAD, False)
     engine.liquidate(trader, 0, MARKET_BTC, WAD, 0, sender=liquidator)
     assert engine.position(trader, 0, MARKET_BTC) == (0, 0)
+
+
+def test_liquidate__penalty_capped_at_equity_insurance_never_pays(
+    engine, token, trader, maker, liquidator, funded, trade, feed, stranger
+):
+    # Long 1 BTC at 60k with 10k: at 50,010 equity is 10 USD, far below a 125 USD penalty.
+    open_long(trade, maker, trader)
+    token.mint(stranger, 1_000 * USDC, sender=stranger)
+    token.approve(engine, 1_000 * USDC, sender=stranger)
+    engine.fund_insurance(1_000 * USDC, sender=stranger)
+    feed.set_answer(feed_answer(50_010), sender=maker)
+    equity, _, _ = engine.account_health(trader, 0)
+    assert equity == 10 * WAD
+    receipt = engine.liquidate(trader, 0, MARKET_BTC, WAD, 0, sender=liquidator)
+    [log] = receipt.decode_logs(engine.Liquidation)
+    assert log.size == -WAD  # deep underwater: closed whole
+    assert log.penalty == equity - 1  # not ceil(0.25% x 50,010)
+    after, _, _ = engine.account_health(trader, 0)
+    assert 0 <= after <= 1  # nothing left to backstop: the fund paid nothing
+    assert engine.insurance_fund() == 1_000 * WAD + log.penalty - log.liquidator_reward
+    assert engine.bad_debt() == 0
+
+
+def test_liquidate__underwater_pays_no_penalty(
+    engine, trader, maker, liquidator, funded, trade, feed
+):
+    open_long(trade, maker, trader)
+    feed.set_answer(feed_answer(49_000), sender=maker)  # equity -1,000
+    receipt = engine.liquidate(trader, 0, MARKET_BTC, WAD, 0, sender=liquidator)
+    [log] = receipt.decode_logs(engine.Liquidation)
+    assert (log.penalty, log.liquidator_reward) == (0, 0)
+    assert engine.insurance_fund() == 0
+
+
+def test_liquidate__remainder_below_dust(engine, trader, maker, liquidator, funded, trade, feed):
+    open_long(trade, maker, trader)
+    feed.set_answer(feed_answer(50_400), sender=maker)  # deep underwater: all may go
+    leave = 10 * WAD * WAD // (50_400 * WAD) - 1  # worth just under 10 USD
+    with ape.reverts("engine: remainder below dust"):
+        engine.liquidate(trader, 0, MARKET_BTC, WAD - leave, 0, sender=liquidator)
 
 
 def test_liquidate__zero_size(engine, trader, liquidator):

@@ -89,6 +89,25 @@ def test_settle_trade__paused_blocks_growth_not_reduction(
     assert engine.position(trader, 0, MARKET_BTC) == (0, 0)
 
 
+def test_settle_trade__engine_subaccount_cannot_open(engine, trade, maker, funded):
+    with ape.reverts("engine: insurance fund may only reduce"):
+        trade(maker, engine, WAD, taker_sub=7)
+    with ape.reverts("engine: insurance fund may only reduce"):
+        trade(maker, engine, WAD)  # the fund itself may not take new risk either
+
+
+def test_settle_trade__insurance_fund_unwinds_backstopped_position(
+    engine, trade, trader, maker, funded, feed, stranger
+):
+    trade(maker, trader, WAD)
+    feed.set_answer(feed_answer(48_000), sender=maker)
+    engine.backstop(trader, 0, sender=stranger)
+    assert engine.position(engine, 0, MARKET_BTC)[0] == WAD
+    trade(engine, maker, WAD, price=48_000 * WAD)  # the fund sells its long to the maker
+    assert engine.position(engine, 0, MARKET_BTC) == (0, 0)
+    assert engine.open_interest(MARKET_BTC) == 0
+
+
 def test_settle_trade__stale_price(trade, trader, maker, funded, chain):
     chain.mine(deltatime=3601)
     with ape.reverts("engine: stale price"):

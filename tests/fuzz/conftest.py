@@ -49,7 +49,7 @@ PRICES = {MARKET_BTC: 60_000, MARKET_ETH: 3_000}  # USD, feeds have 8 decimals
 FEED_DECIMALS = 8
 MAX_PRICE_AGE = 3600
 PRICE_BAND = 5 * 10**16  # 5%
-LIQUIDATION_FEE = 10**16  # 1% of closed notional
+LIQUIDATION_FEE = 25 * 10**14  # 0.25% of closed notional
 LIQUIDATOR_SHARE = WAD // 2
 OI_CAP = 10**12 * WAD
 

@@ -259,8 +259,6 @@ class EngineModel:
     # --- operations (return (revert reason or None, result)) ------------------------------
     def deposit(self, owner, sub, amount):
         def op():
-            if self.paused:
-                raise Revert("engine: paused")
             if amount == 0:
                 raise Revert("engine: zero amount")
             self.acct(owner, sub).collateral += amount * self.scale
@@ -318,6 +316,9 @@ class EngineModel:
             m_old, m_new = self.apply(maker, maker_sub, m, -size, price, index)
             mk.oi = self.new_oi(self.new_oi(oi, t_old, t_new), m_old, m_new)
             tg, mg = self.grows(t_old, t_new), self.grows(m_old, m_new)
+            for who, sub, grows in ((taker, taker_sub, tg), (maker, maker_sub, mg)):
+                if who == self.me and (sub != 0 or grows):
+                    raise Revert("engine: insurance fund may only reduce")
             if tg or mg:
                 if self.paused:
                     raise Revert("engine: paused")
@@ -364,7 +365,10 @@ class EngineModel:
             if h.focus_size == 0:
                 raise Revert("engine: no position")
             price = h.focus_price
-            closed = min(size, self.max_close(h, abs(h.focus_size), price, mk.liquidation_fee))
+            abs_size = abs(h.focus_size)
+            closed = min(size, self.max_close(h, abs_size, price, mk.liquidation_fee))
+            if closed != abs_size and (abs_size - closed) * price // WAD < DUST_NOTIONAL:
+                raise Revert("engine: remainder below dust")
             index = self.accrue(m)
             delta = closed if h.focus_size > 0 else -closed
             oi = mk.oi
@@ -372,6 +376,7 @@ class EngineModel:
             o_old, o_new = self.apply(owner, sub, m, -delta, price, index)
             mk.oi = self.new_oi(self.new_oi(oi, l_old, l_new), o_old, o_new)
             penalty = ceil_mul(ceil_mul(closed, price), mk.liquidation_fee)
+            penalty = 0 if h.equity <= 1 else min(penalty, h.equity - 1)
             reward = penalty * mk.liquidator_share // WAD
             self.acct(owner, sub).collateral -= penalty
             self.acct(liquidator, liq_sub).collateral += reward

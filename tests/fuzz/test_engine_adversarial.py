@@ -6,8 +6,14 @@ import boa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.fuzz.conftest import MARKET_BTC, PRICES, WAD, deploy_system
-from tests.fuzz.engine_model import DEEP_UNDERWATER, LIQUIDATION_BUFFER, EngineModel, Health
+from tests.fuzz.conftest import LIQUIDATION_FEE, MARKET_BTC, PRICES, WAD, deploy_system
+from tests.fuzz.engine_model import (
+    DEEP_UNDERWATER,
+    DUST_NOTIONAL,
+    LIQUIDATION_BUFFER,
+    EngineModel,
+    Health,
+)
 
 USDC = 10**6
 BTC = PRICES[MARKET_BTC] * WAD
@@ -111,10 +117,15 @@ def test_liquidate__never_more_than_the_rule(drop_bp, requested_bp):
         mm, _ = s.registry.margin_requirements(MARKET_BTC, notional)
         h = Health(equity, maintenance, 0, 0, 7 * WAD, price, notional, mm)
         model = EngineModel(e.address, 10**12, None, None)
-        cap = model.max_close(h, 7 * WAD, price, 10**16)
+        cap = model.max_close(h, 7 * WAD, price, LIQUIDATION_FEE)
+        expected = min(requested, cap)
+        if expected < 7 * WAD and (7 * WAD - expected) * price // WAD < DUST_NOTIONAL:
+            with boa.env.prank(liquidator), boa.reverts("engine: remainder below dust"):
+                e.liquidate(who, 0, MARKET_BTC, requested, 0)
+            return
         with boa.env.prank(liquidator):
             closed = e.liquidate(who, 0, MARKET_BTC, requested, 0)
-        assert closed == min(requested, cap)
+        assert closed == expected
         if closed == cap and cap < 7 * WAD and equity * WAD >= maintenance * DEEP_UNDERWATER:
             after, after_mm, _ = e.account_health(who, 0)
             assert after * WAD >= after_mm * (WAD + LIQUIDATION_BUFFER) - WAD
