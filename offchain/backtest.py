@@ -71,6 +71,7 @@ from offchain.calibration import (
     multiplier_for_rate,
     push_decision,
     rate_of_multiplier,
+    stressed_es_series,
     target_series,
 )
 from offchain.margin_math import (
@@ -468,8 +469,24 @@ def run_backtest(
     recommended, candidates = config.models()
     models: dict[str, ModelResult] = {}
     margins: dict[str, FloatArray] = {}
+    stressed: dict[float, FloatArray] = {}  # the floor depends on the confidence only
     for key, model in [("recommended", recommended)] + [(m.name, m) for m in candidates]:
-        series = target_series(candles, model, config.policy, config.horizon, progress=progress)
+        if config.policy.floor_fraction > 0 and model.confidence not in stressed:
+            stressed[model.confidence] = stressed_es_series(
+                candles,
+                model.confidence,
+                config.horizon,
+                config.policy.floor_window,
+                config.policy.floor_refresh,
+            )
+        series = target_series(
+            candles,
+            model,
+            config.policy,
+            config.horizon,
+            progress=progress,
+            stressed=stressed.get(model.confidence),
+        )
         replay = replay_guardrails(
             series.rate[start:stop],
             times.tolist(),

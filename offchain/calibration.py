@@ -59,7 +59,6 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 
 import numpy as np
 import numpy.typing as npt
@@ -80,9 +79,13 @@ from offchain.margin_math import (
 )
 from offchain.prices import HOUR, Candles
 from offchain.risk_measures import (
+    MarketsRisk,
     RiskModel,
     RiskSeries,
     check_confidence,
+    empirical_var_es,
+    latest_risk_many,
+    pooled,
     risk_series,
     rolling_tail,
     to_notional_loss,
@@ -185,13 +188,15 @@ def multiplier_for_rate(rate: float, tier0_rate: int) -> int:
 
     .. math:: m = \\left\\lceil \\frac{\\mathrm{rate} \\cdot \\mathrm{WAD}^2}{r_0} \\right\\rceil
 
-    so that ``r_0 * m / WAD >= rate * WAD``. Exact: the float is converted as a fraction.
+    so that ``r_0 * m / WAD >= rate * WAD``. Exact: the float is the fraction ``num / den``
+    (``float.as_integer_ratio``) and the ceiling is taken in integers.
     """
     if not math.isfinite(rate) or rate < 0:
         raise ValueError(f"rate must be finite and non-negative, got {rate}")
     if tier0_rate <= 0:
         raise ValueError(f"tier0_rate must be positive, got {tier0_rate}")
-    return math.ceil(Fraction(rate) * WAD * WAD / tier0_rate)
+    num, den = float(rate).as_integer_ratio()
+    return -(-num * WAD * WAD // (den * tier0_rate))
 
 
 def rate_of_multiplier(multiplier: int, tier0_rate: int) -> float:
@@ -307,19 +312,78 @@ def target_series(
     policy: Policy = DEFAULT_POLICY,
     horizon: int = 1,
     progress: bool = False,
+    stressed: FloatArray | None = None,
 ) -> TargetSeries:
-    """The rate each hour's update must cover: the model's rate, floored (steps 1 and 2)."""
+    """The rate each hour's update must cover: the model's rate, floored (steps 1 and 2).
+
+    ``stressed`` is :func:`stressed_es_series` of these candles at the model's confidence and
+    the policy's window, when the caller already has it (the backtest shares it across models).
+    """
     risk = risk_series(candles, model, horizon, progress=progress)
-    if policy.floor_fraction > 0:
+    if policy.floor_fraction <= 0:
+        stressed = np.full(len(candles), np.nan)
+    elif stressed is None:
         stressed = stressed_es_series(
             candles, model.confidence, horizon, policy.floor_window, policy.floor_refresh
         )
-    else:
-        stressed = np.full(len(candles), np.nan)
+    elif len(stressed) != len(candles):
+        raise ValueError(f"{len(stressed)} stressed ES values for {len(candles)} candles")
     floor = policy.floor_fraction * stressed
     return TargetSeries(
         risk, stressed, floor, floored_rate(risk.rate, stressed, policy.floor_fraction)
     )
+
+
+@dataclass(frozen=True)
+class MarketsTarget:
+    """The latest rate and multiplier of ``M`` markets (arrays of shape ``(M,)``).
+
+    ``multipliers`` are the proposals (wei) before the registry's guardrails are applied.
+    """
+
+    risk: MarketsRisk
+    stressed_es: FloatArray
+    floor: FloatArray
+    rate: FloatArray
+    multipliers: tuple[int, ...]
+
+
+def latest_targets_many(
+    closes: FloatArray,
+    model: RiskModel = RECOMMENDED_MODEL,
+    policy: Policy = DEFAULT_POLICY,
+    horizon: int = 1,
+    tiers: Sequence[Tier] = DEFAULT_TIERS,
+) -> MarketsTarget:
+    """Steps 1 to 3 for many markets at once from a ``(T, M)`` array of hourly closes.
+
+    The vectorised counterpart of the last value of :func:`target_series` (equal to it when
+    ``T - 1`` is a multiple of ``fhs_refresh`` and ``floor_refresh``, the hours at which the
+    walk-forward series refresh their empirical tails): :func:`latest_risk_many` for the model's
+    VaR and ES, the stressed ES of the last ``floor_window`` hours (both sides pooled, NaN with
+    fewer than 100 returns), the floored rate and :func:`multiplier_for_rate` per market.
+    """
+    validate_tiers(tiers)
+    risk = latest_risk_many(closes, model, horizon)
+    c = np.asarray(closes, dtype=np.float64)
+    stressed = np.full(c.shape[1], np.nan)
+    if policy.floor_fraction > 0:
+        r = np.diff(np.log(c), axis=0)
+        summed = r
+        if horizon > 1:
+            summed = np.lib.stride_tricks.sliding_window_view(r, horizon, axis=0).sum(axis=-1)
+        if policy.floor_window is not None:
+            summed = summed[-policy.floor_window :]
+        if summed.shape[0] >= 100:
+            tail = empirical_var_es(pooled(summed, None), model.confidence, axis=0)
+            stressed = to_notional_loss(tail.es, "short")
+    floor = policy.floor_fraction * stressed
+    rate = floored_rate(risk.rate, stressed, policy.floor_fraction)
+    if not np.all(np.isfinite(rate)):
+        raise ValueError("a market's rate is not finite (too few prices for the model?)")
+    tier0 = tiers[0].maintenance_rate
+    multipliers = tuple(multiplier_for_rate(float(x), tier0) for x in rate)
+    return MarketsTarget(risk, stressed, floor, rate, multipliers)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -464,12 +528,14 @@ __all__ = [
     "MODEL_VERSION",
     "RECOMMENDED_MODEL",
     "Calibration",
+    "MarketsTarget",
     "Policy",
     "RiskSnapshot",
     "TargetSeries",
     "calibrate",
     "canonical_model_json",
     "floored_rate",
+    "latest_targets_many",
     "model_hash",
     "multiplier_for_rate",
     "push_decision",

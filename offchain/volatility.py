@@ -17,6 +17,15 @@ GARCH(1,1) with Student-t innovations is fitted with ``arch`` on returns **multi
 (percent): the optimiser is badly conditioned on raw hourly returns (variances near 1e-5), so
 ``omega`` comes back in percent squared and is divided by ``100**2`` here; ``alpha``, ``beta`` and
 ``nu`` are scale free.
+
+On hourly BTC and ETH the likelihood keeps rising up to ``alpha + beta = 1`` (the unconstrained
+maximum has a persistence near 1.03), so the constrained maximum is an integrated GARCH on
+``arch``'s stationarity constraint. There SLSQP often stops with status 8 ("positive directional
+derivative for linesearch") a hair outside the constraint, although the point is the constrained
+maximum; and from ``arch``'s default grid start it can report success after a few iterations at
+its starting values. :func:`fit_garch_t` therefore judges convergence by the first-order (KKT)
+conditions at the returned point, not by the optimiser's status, tries a second and third
+starting point when they fail, and projects ``alpha + beta`` back onto ``<= 1``.
 """
 
 from __future__ import annotations
@@ -41,6 +50,12 @@ HOURS_PER_YEAR = 24 * 365
 ANNUALISATION = math.sqrt(HOURS_PER_YEAR)
 GARCH_SCALE = 100.0
 DEFAULT_SEED_HOURS = 24
+GARCH_KKT_TOL = 1.0  # log-likelihood change for a 100% relative move along the gradient
+GARCH_BOUNDARY = 1e-4  # alpha + beta within this of 1 lies on the stationarity constraint
+GARCH_NU_MAX = 500.0  # arch's upper bound on the Student-t degrees of freedom
+# (alpha, beta, nu) of the generic starting points, tried in this order after a warm start
+# and before arch's own grid (omega is set for the sample variance).
+GARCH_STARTS = ((0.05, 0.90, 5.0), (0.10, 0.85, 4.0), (0.07, 0.92, 4.0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,13 +287,18 @@ class RangeVolatility:
 
 @dataclass(frozen=True)
 class GarchTParams:
-    """GARCH(1,1)-t parameters in return units (``omega`` already divided by ``scale**2``)."""
+    """GARCH(1,1)-t parameters in return units (``omega`` already divided by ``scale**2``).
+
+    ``converged`` is whether the first-order optimality conditions hold at the point (see
+    :func:`garch_kkt_violation`); ``loglikelihood`` is that of the fitted (scaled) returns.
+    """
 
     omega: float
     alpha: float
     beta: float
     nu: float
     converged: bool = True
+    loglikelihood: float = math.nan
 
     @property
     def persistence(self) -> float:
@@ -286,9 +306,68 @@ class GarchTParams:
         return self.alpha + self.beta
 
     @property
+    def integrated(self) -> bool:
+        """Whether the fit lies on the stationarity constraint (``alpha + beta`` = 1, IGARCH)."""
+        return self.persistence >= 1 - GARCH_BOUNDARY
+
+    @property
     def unconditional_variance(self) -> float:
         """``omega / (1 - alpha - beta)``; infinite when the process is not stationary."""
         return self.omega / (1 - self.persistence) if self.persistence < 1 else math.inf
+
+
+def garch_kkt_violation(params: FloatArray, gradient: FloatArray) -> float:
+    """How far a GARCH(1,1)-t point is from the first-order conditions of a constrained maximum.
+
+    ``params`` are ``(omega, alpha, beta, nu)`` and ``gradient`` the gradient of the
+    log-likelihood there. With ``s_i = p_i dL/dp_i`` (the change of the log-likelihood for a
+    relative move of ``p_i``), the conditions are: ``s_omega = 0``; ``s_nu = 0`` unless ``nu`` is
+    at its upper bound with ``dL/dnu >= 0``; for ``alpha`` and ``beta`` either both ``s = 0``
+    (interior, ``alpha + beta < 1``) or, on the constraint ``alpha + beta = 1``, no gain along
+    it, ``min(alpha, beta) |dL/dalpha - dL/dbeta| = 0``, and none from moving inside it,
+    ``alpha dL/dalpha + beta dL/dbeta >= 0``. A parameter at its lower bound 0 only needs a
+    non-positive derivative. Returns the largest violation, in log-likelihood units.
+    """
+    _, alpha, beta, nu = (float(x) for x in params)
+    g = np.asarray(gradient, dtype=np.float64)
+    s = g * np.asarray(params, dtype=np.float64)
+    worst = [abs(s[0])]
+    worst.append(max(-s[3], 0.0) if nu >= GARCH_NU_MAX * (1 - 1e-6) else abs(s[3]))
+    if alpha + beta >= 1 - GARCH_BOUNDARY:
+        worst.append(min(alpha, beta) * abs(g[1] - g[2]))
+        worst.append(max(-(s[1] + s[2]), 0.0))
+    else:
+        for i, value in ((1, alpha), (2, beta)):
+            worst.append(abs(s[i]) if value > 1e-8 else max(g[i] * 1e-2, 0.0))
+    return float(max(worst))
+
+
+def _project_stationary(alpha: float, beta: float) -> tuple[float, float]:
+    """``(alpha, beta)`` scaled down onto ``alpha + beta <= 1`` (SLSQP may overshoot by 1e-5)."""
+    total = alpha + beta
+    if total <= 1:
+        return alpha, beta
+    return alpha / total, beta / total
+
+
+def _garch_starts(
+    r_scaled: FloatArray, start: GarchTParams | None, scale: float
+) -> list[FloatArray | None]:
+    """Starting points in the order tried: a warm start, :data:`GARCH_STARTS`, ``arch``'s grid
+    (``None``). SLSQP sometimes stops at its starting point reporting success; another start
+    then gets through."""
+    starts: list[FloatArray | None] = []
+    if start is not None:
+        alpha, beta = _project_stationary(start.alpha, start.beta)
+        # arch replaces a start outside its constraint by its grid: start just inside it.
+        shrink = min(1.0, (1 - GARCH_BOUNDARY) / (alpha + beta)) if alpha + beta > 0 else 1.0
+        nu = min(max(start.nu, 2.1), GARCH_NU_MAX - 1)
+        starts.append(np.array([start.omega * scale**2, alpha * shrink, beta * shrink, nu]))
+    variance = float(np.mean(np.square(r_scaled)))
+    for alpha, beta, nu in GARCH_STARTS:
+        starts.append(np.array([variance * (1 - alpha - beta), alpha, beta, nu]))
+    starts.append(None)
+    return starts
 
 
 def fit_garch_t(
@@ -300,8 +379,12 @@ def fit_garch_t(
               \\sqrt{(\\nu - 2)/\\nu}, \\quad
               \\sigma^2_t = \\omega + \\alpha r_{t-1}^2 + \\beta \\sigma^2_{t-1}
 
-    The fit runs on ``returns * scale`` (percent for ``scale=100``) for numerical stability.
-    ``start`` warm-starts the optimiser from a previous fit.
+    The fit runs on ``returns * scale`` (percent for ``scale=100``) for numerical stability,
+    under ``arch``'s constraint ``alpha + beta <= 1``. Starting points are tried in turn (``start``
+    from a previous fit if given, the generic :data:`GARCH_STARTS`, then ``arch``'s grid) until
+    one ends where :func:`garch_kkt_violation` is below ``GARCH_KKT_TOL``; if none
+    does, the fit with the highest likelihood is returned with ``converged=False``. ``alpha`` and
+    ``beta`` are projected onto ``alpha + beta <= 1``.
     """
     from arch import arch_model
 
@@ -312,25 +395,36 @@ def fit_garch_t(
         raise ValueError(f"GARCH needs a 1-D series of at least 100 returns, got shape {r.shape}")
     if not np.all(np.isfinite(r)):
         raise ValueError("GARCH returns contain NaN or infinite values")
-    model = arch_model(r * scale, mean="Zero", vol="GARCH", p=1, q=1, dist="t", rescale=False)
-    starting = None
-    if start is not None:
-        starting = np.array([start.omega * scale**2, start.alpha, start.beta, start.nu])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # convergence is checked below
-        result = model.fit(disp="off", show_warning=False, starting_values=starting)
-    omega, alpha, beta, nu = (
-        float(result.params[k]) for k in ("omega", "alpha[1]", "beta[1]", "nu")
-    )
-    converged = int(result.convergence_flag) == 0
+    scaled = r * scale
+    model = arch_model(scaled, mean="Zero", vol="GARCH", p=1, q=1, dist="t", rescale=False)
+    best = None
+    best_violation = math.inf
+    for starting in _garch_starts(scaled, start, scale):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # convergence is checked below
+            result = model.fit(disp="off", show_warning=False, starting_values=starting)
+        params = np.asarray(result.params, dtype=np.float64)
+        # arch minimises the negative log-likelihood: its jac is minus the gradient.
+        violation = garch_kkt_violation(params, -np.asarray(result.optimization_result.jac))
+        if best is None or result.loglikelihood > best.loglikelihood:
+            best, best_violation = result, violation
+        if violation <= GARCH_KKT_TOL:
+            best, best_violation = result, violation
+            break
+    assert best is not None
+    omega, alpha, beta, nu = (float(best.params[k]) for k in ("omega", "alpha[1]", "beta[1]", "nu"))
+    alpha, beta = _project_stationary(alpha, beta)
+    converged = best_violation <= GARCH_KKT_TOL
     if not converged:
         log.warning(
-            "GARCH-t fit on %d returns did not converge (flag %s); persistence %.4f",
+            "GARCH-t fit on %d returns did not converge: first-order conditions off by %.3g "
+            "(log-likelihood units; optimiser status %s); persistence %.6f",
             len(r),
-            result.convergence_flag,
+            best_violation,
+            best.convergence_flag,
             alpha + beta,
         )
-    return GarchTParams(omega / scale**2, alpha, beta, nu, converged)
+    return GarchTParams(omega / scale**2, alpha, beta, nu, converged, float(best.loglikelihood))
 
 
 @dataclass(frozen=True)
@@ -419,6 +513,7 @@ class GarchT:
 __all__ = [
     "ANNUALISATION",
     "GARCH_SCALE",
+    "GARCH_STARTS",
     "HOURS_PER_YEAR",
     "DualEWMAVolatility",
     "EWMAVolatility",
@@ -431,6 +526,7 @@ __all__ = [
     "ewma_recursion",
     "ewma_variance",
     "fit_garch_t",
+    "garch_kkt_violation",
     "garch_recursion",
     "garman_klass_variance",
     "parkinson_variance",
