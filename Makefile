@@ -1,5 +1,6 @@
 # Dynamic Margin: every target installs what it needs on first use.
 #   make demo   - start a devnet, deploy, run the keeper and liquidation bot through a crash
+#                 (a real window: make demo ARGS="--prices FILE.csv --from 2020-03-11 --to 2020-03-14")
 #   make test   - lint and the whole test suite (unit on ape's local chain, integration on anvil)
 #   make bench  - gas, risk-model and keeper benchmarks; writes bench/results.json
 #   make fuzz   - deeper property and stateful fuzzing (more examples, more steps)
@@ -57,8 +58,10 @@ fuzz: install
 bench: install
 	$(BIN)/python -m bench
 
+# Extra options go through ARGS (see `ape run demo --help`).
+ARGS ?=
 demo: install
-	$(BIN)/ape run demo
+	$(BIN)/ape run demo --network ethereum:local:foundry $(ARGS)
 
 clean:
 	rm -rf .build .hypothesis .pytest_cache bench/results.json out

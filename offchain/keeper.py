@@ -293,6 +293,7 @@ def decide(
     clamped = clamp_multiplier(state, guardrails, proposal.multiplier, now)
     funding = with_funding_bound(proposal.funding_rate, guardrails)
     current = state.target
+    refresh = ""
     if state.updated_at != 0:
         if observed_at <= state.observed_at:
             return Decision(
@@ -314,6 +315,8 @@ def decide(
                 current=current,
                 proposed=clamped,
             )
+        if funding == state.funding_rate and change < config.hysteresis:
+            refresh = f" (refresh: last update {age} s ago)"
     update = RiskUpdate(
         market_id=market_id,
         multiplier=clamped,
@@ -332,7 +335,7 @@ def decide(
     return Decision(
         market_id,
         "update",
-        f"multiplier {current / WAD:.4f} -> {clamped / WAD:.4f}{note}; {proposal.detail}",
+        f"multiplier {current / WAD:.4f} -> {clamped / WAD:.4f}{note}{refresh}; {proposal.detail}",
         update=update,
         current=current,
         proposed=clamped,
