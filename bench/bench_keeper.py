@@ -32,8 +32,9 @@ from web3 import Web3
 from bench.results import print_table, record
 from offchain import WAD
 from offchain.chain import EngineClient, FeedClient, RegistryClient, connect, latest_block
-from offchain.devnet import DevnetMarket, deploy_system
-from offchain.keeper import EwmaRiskModel, Keeper, KeeperConfig, KeeperMarket
+from offchain.devnet import DEVNET_TIERS, DevnetMarket, deploy_system
+from offchain.keeper import Keeper, KeeperConfig, KeeperMarket
+from offchain.keeper_models import CalibratedRiskModel
 from offchain.liquidator import scan
 from offchain.loop import LoopConfig, run_loop
 from offchain.tx_sender import SenderConfig, TxSender
@@ -150,13 +151,14 @@ def measure_shock(w3, system, owner_key: str) -> int:
         KeeperConfig((KeeperMarket(MARKET, feed, "BTC"),)),
         registry,
         FeedClient(w3),
-        EwmaRiskModel(),
+        # The model the keeper ships: the backtested calibration, hourly bars.
+        CalibratedRiskModel({MARKET: DEVNET_TIERS[0].maintenance_rate}),
         keeper_key,
         TxSender(w3, keeper_key, fast),
         w3.eth.chain_id,
     )
     now = latest_block(w3).timestamp
-    hours = 48
+    hours = 720
     keeper.warm_up(
         MARKET,
         [now - 3600 * (hours - i + 1) for i in range(hours)],

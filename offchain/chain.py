@@ -161,6 +161,7 @@ REGISTRY_ABI = [
     _fn("last_update", [_u("market_id")], [_u(), _u()]),
     _fn("market_state", [_u("market_id")], [_param("", "tuple", _MARKET_STATE)]),
     _fn("guardrails", [_u("market_id")], [_param("", "tuple", _GUARDRAILS)]),
+    _fn("tiers", [_u("market_id")], [_param("", "tuple[]", [_u("notional_floor"), _u("rate")])]),
     _fn("paused", [], [_param("", "bool")]),
     _fn("signer_threshold", [], [_u()]),
     _fn("is_keeper", [_a("signer")], [_param("", "bool")]),
@@ -360,6 +361,13 @@ class RegistryClient:
 
     def multiplier(self, market_id: int) -> int:
         return int(self._call("multiplier", market_id))
+
+    def tier0_rate(self, market_id: int) -> int:
+        """The first tier's maintenance rate (WAD); the calibrated model scales it."""
+        tiers = self._call("tiers", market_id)
+        if not tiers:
+            raise ValueError(f"market {market_id} is not configured in the registry")
+        return int(tiers[0][1])
 
     def funding_rate(self, market_id: int) -> int:
         return int(self._call("funding_rate", market_id))

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,12 @@ from offchain.chain import (
     latest_block,
 )
 from offchain.keeper import (
-    EwmaRiskModel,
     Keeper,
     KeeperConfig,
     KeeperMarket,
     read_history_csv,
 )
+from offchain.keeper_models import CalibratedRiskModel, EwmaRiskModel, LiveRiskModel
 from offchain.liquidator import Liquidator, LiquidatorConfig, scan
 from offchain.loop import LoopConfig, TooManyFailures, run_loop
 from offchain.metrics import BotMetrics, serve
@@ -120,6 +121,47 @@ def setup_logging(verbose: bool) -> None:
     )
 
 
+class Tier0Rates(Mapping[int, int]):
+    """First-tier rates read from the registry on first use, so that a node that is down at
+    start-up fails a tick (retried by the loop) rather than the start."""
+
+    def __init__(self, registry: RegistryClient, market_ids: Sequence[int]) -> None:
+        self.registry = registry
+        self.market_ids = tuple(market_ids)
+        self._rates: dict[int, int] = {}
+
+    def __getitem__(self, market_id: int) -> int:
+        if market_id not in self.market_ids:
+            raise KeyError(market_id)
+        if market_id not in self._rates:
+            self._rates[market_id] = self.registry.tier0_rate(market_id)
+        return self._rates[market_id]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.market_ids)
+
+    def __len__(self) -> int:
+        return len(self.market_ids)
+
+
+def risk_model(
+    section: dict[str, Any], registry: RegistryClient, markets: Sequence[KeeperMarket]
+) -> LiveRiskModel:
+    """The keeper's model: ``kind: calibrated`` (default, the backtested model; its first-tier
+    rates are read from the registry) or ``kind: ewma``."""
+    settings = dict(section)
+    kind = settings.pop("kind", "calibrated")
+    if kind == "ewma":
+        return EwmaRiskModel(**_pick(settings, EwmaRiskModel))
+    if kind != "calibrated":
+        raise click.UsageError(f"unknown model kind {kind!r}: use 'calibrated' or 'ewma'")
+    allowed = {"bar_seconds", "horizon"}
+    unknown = set(settings) - allowed
+    if unknown:
+        raise click.UsageError(f"unknown setting(s) {sorted(unknown)} for the calibrated model")
+    return CalibratedRiskModel(Tier0Rates(registry, [m.market_id for m in markets]), **settings)
+
+
 def build_keeper(
     cfg: dict[str, Any],
     w3: Any,
@@ -133,11 +175,12 @@ def build_keeper(
     config = KeeperConfig(
         markets=keeper_markets(cfg), **_pick(cfg.get("keeper") or {}, KeeperConfig)
     )
-    model = EwmaRiskModel(**_pick(cfg.get("model") or {}, EwmaRiskModel))
+    registry = RegistryClient(w3, registry_address)
+    model = risk_model(cfg.get("model") or {}, registry, config.markets)
     sender = None if dry_run or key is None else TxSender(w3, key, sender_config(cfg))
     keeper = Keeper(
         config,
-        RegistryClient(w3, registry_address),
+        registry,
         FeedClient(w3),
         model,
         key,

@@ -27,11 +27,12 @@ Scenarios
 * ETH from 3,000 (seed + 1): 6 calm hours (0.4%/h), a 38% fall over 6 hours (-7.7%/h), then a
   10% rebound over 4 hours.
 
-The keeper first warms up on 48 quiet hours (seeded, same noise). ``window_scenario`` replays the
-hourly closes of a real window instead (e.g. ``2020-03-11`` to ``2020-03-14`` inclusive),
-scaled so that the window's first close is the devnet price (60,000 BTC, 3,000 ETH); the 72 hours
-before the window warm the keeper up. ETH replays its own candles when a file is given, otherwise
-the same relative moves as BTC.
+The keeper runs the backtested model (``CalibratedRiskModel``: FHS on a dual EWMA filter, 99%
+one-hour VaR, stressed floor), one bar per hourly step, and first warms up on 720 quiet hours
+(seeded, same noise). ``window_scenario`` replays the hourly closes of a real window instead
+(e.g. ``2020-03-11`` to ``2020-03-14`` inclusive), scaled so that the window's first close is the
+devnet price (60,000 BTC, 3,000 ETH); the 720 hours before the window warm the keeper up.
+ETH replays its own candles when a file is given, otherwise the same relative moves as BTC.
 
 Reconciliation
 --------------
@@ -80,7 +81,8 @@ from offchain.devnet import (
     System,
     deploy_system,
 )
-from offchain.keeper import EwmaRiskModel, Keeper, KeeperConfig, KeeperMarket
+from offchain.keeper import Keeper, KeeperConfig, KeeperMarket
+from offchain.keeper_models import CalibratedRiskModel
 from offchain.liquidator import Liquidator, LiquidatorConfig, scan
 from offchain.margin_math import Tier, maintenance_margin
 from offchain.metrics import BotMetrics
@@ -96,8 +98,10 @@ BTC_PRICE = 60_000.0
 ETH_PRICE = 3_000.0
 TOKEN_SCALE = 10**12  # 6-decimal token units to WAD
 DEFAULT_SEED = 7
-WARM_UP_HOURS = 48
-WINDOW_WARM_UP_HOURS = 72
+# The keeper's calibrated model needs about 100 hourly bars; a month gives its stressed floor
+# something to measure as well.
+WARM_UP_HOURS = 720
+WINDOW_WARM_UP_HOURS = 720
 # ETH is riskier: higher marginal rates and a lower first bracket than BTC's devnet schedule.
 ETH_TIERS = (
     Tier(0, 75 * 10**14),  # 0.75% up to 500k USD
@@ -911,7 +915,13 @@ class DemoRun:
             KeeperConfig(markets=markets),
             self.registry,
             FeedClient(self.w3),
-            EwmaRiskModel(),
+            CalibratedRiskModel(
+                {
+                    p.market_id: market_tiers(p.market_id)[0].maintenance_rate
+                    for p in self.scenario.paths
+                },
+                bar_seconds=self.scenario.step_seconds,
+            ),
             self.actors.keeper,
             RecordingSender(self.w3, self.actors.keeper, DEMO_SENDER),
             self.w3.eth.chain_id,

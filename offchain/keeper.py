@@ -28,14 +28,14 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak
 
 from offchain import WAD
 from offchain.chain import Block, FeedClient, FeedReading, RegistryClient, rpc
+from offchain.keeper_models import LiveRiskModel, Proposal
 from offchain.margin_math import (
     Guardrails,
     MarketState,
@@ -200,71 +200,6 @@ def read_history_csv(path: str | Path) -> tuple[list[int], list[float]]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Risk model
-
-
-@dataclass(frozen=True)
-class Proposal:
-    """What the risk model asks for, before clamping."""
-
-    multiplier: int
-    funding_rate: int
-    model_hash: bytes
-    detail: str = ""
-
-
-class RiskModel(Protocol):
-    """Turns a market's price history into a proposed multiplier and funding rate."""
-
-    def propose(
-        self, market_id: int, times: np.ndarray, prices: np.ndarray, state: MarketState, now: int
-    ) -> Proposal: ...
-
-
-@dataclass(frozen=True)
-class EwmaRiskModel:
-    """Multiplier = EWMA volatility / reference volatility, floored at 1.
-
-    ``sigma_t^2 = lam * sigma_{t-1}^2 + (1 - lam) * r_t^2`` with ``r_t`` the log return scaled to
-    one hour (``r / sqrt(max(dt, 1 h) / 1 h)``: a jump between two quick readings counts as a
-    full hour's move, never less). The multiplier answers within one reading of a shock; the
-    registry's step limits and the keeper's clamp bound how fast it moves.
-    """
-
-    lam: float = 0.94
-    reference_hourly_vol: float = 0.01
-    version: str = "ewma-v1"
-
-    def __post_init__(self) -> None:
-        if not 0 < self.lam < 1:
-            raise ValueError("lam must lie in (0, 1)")
-        if self.reference_hourly_vol <= 0:
-            raise ValueError("reference_hourly_vol must be positive")
-
-    def volatility(self, times: np.ndarray, prices: np.ndarray) -> float:
-        """Hourly EWMA volatility of the log returns."""
-        returns = np.diff(np.log(prices))
-        dt = np.maximum(np.diff(times).astype(np.float64), 3600.0) / 3600.0
-        scaled = returns / np.sqrt(dt)
-        var = float(scaled[0] ** 2) if len(scaled) else 0.0
-        for r in scaled[1:]:
-            var = self.lam * var + (1 - self.lam) * float(r) ** 2
-        return math.sqrt(var)
-
-    def propose(
-        self, market_id: int, times: np.ndarray, prices: np.ndarray, state: MarketState, now: int
-    ) -> Proposal:
-        sigma = self.volatility(times, prices)
-        ratio = max(1.0, sigma / self.reference_hourly_vol)
-        multiplier = int(ratio * WAD)
-        digest = keccak(
-            text=f"{self.version}|lam={self.lam}|ref={self.reference_hourly_vol}"
-            f"|n={len(prices)}|from={int(times[0])}|to={int(times[-1])}"
-        )
-        return Proposal(multiplier, 0, digest, f"ewma vol {sigma:.4%}/h")
-
-
-# ---------------------------------------------------------------------------------------------
 # Decision (pure)
 
 
@@ -371,7 +306,7 @@ class Keeper:
         config: KeeperConfig,
         registry: RegistryClient,
         feeds: FeedClient,
-        model: RiskModel,
+        model: LiveRiskModel,
         signer: LocalAccount | None,
         sender: TxSender | None,
         chain_id: int | None,
@@ -460,7 +395,10 @@ class Keeper:
         state = self.registry.market_state(market.market_id)
         guardrails = self.registry.guardrails(market.market_id)
         times, prices = history.as_arrays()
-        proposal = self.model.propose(market.market_id, times, prices, state, now)
+        try:
+            proposal = self.model.propose(market.market_id, times, prices, state, now)
+        except ValueError as exc:  # e.g. not enough history yet for the model
+            return Decision(market.market_id, "skip", f"model: {exc}")
         # The data behind the update is the latest feed round; a refresh with no new round is
         # observed at the block that confirmed the price is still current.
         observed_at = history.last_round_at
@@ -564,13 +502,10 @@ class Keeper:
 __all__ = [
     "DUPLICATE_REASONS",
     "Decision",
-    "EwmaRiskModel",
     "Keeper",
     "KeeperConfig",
     "KeeperMarket",
     "PriceHistory",
-    "Proposal",
-    "RiskModel",
     "TickResult",
     "check_reading",
     "decide",

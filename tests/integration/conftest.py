@@ -21,7 +21,8 @@ from web3 import Web3
 
 from offchain.chain import EngineClient, FeedClient, RegistryClient, connect
 from offchain.devnet import DevnetMarket, System, deploy_system
-from offchain.keeper import EwmaRiskModel, Keeper, KeeperConfig, KeeperMarket
+from offchain.keeper import Keeper, KeeperConfig, KeeperMarket
+from offchain.keeper_models import EwmaRiskModel
 from offchain.liquidator import Liquidator, LiquidatorConfig
 from offchain.metrics import BotMetrics
 from offchain.tx_sender import SenderConfig, TxSender

@@ -21,6 +21,7 @@ def test_keeper_bot__silverback_run_pushes_update_on_shock(
     config.write_text(
         f"rpc: {rpc_url}\nregistry: '{system.registry.address}'\n"
         f"markets:\n  - {{id: 1, name: BTC, feed: '{system.feeds[MARKET_BTC].address}'}}\n"
+        "model: {kind: ewma}\n"  # answers from the first readings: no warm-up history needed
     )
     env = {
         **os.environ,

@@ -38,9 +38,8 @@ def test_run_demo__short_crash_liquidates_backstops_and_balances(actors, rpc_url
     # The multiplier rose after the shock (step 2 is the first crash hour), in both markets.
     for market_id in (MARKET_BTC, MARKET_ETH):
         path = multipliers(result, market_id)
-        assert path[:2] == [1.0, 1.0]
         assert path[2] > path[1]
-        assert max(path) >= 2.0
+        assert max(path) >= 2 * path[0]
     # Every subaccount that became liquidatable was liquidated or backstopped, at once.
     assert len(result.first_liquidatable) >= 3
     assert result.unhandled == set()

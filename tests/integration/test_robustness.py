@@ -16,7 +16,8 @@ from web3.exceptions import TransactionNotFound
 
 from offchain.chain import FeedClient, RegistryClient, connect, latest_block
 from offchain.devnet import DEVNET_GUARDRAILS, DEVNET_INITIAL_RATIO, DEVNET_TIERS
-from offchain.keeper import EwmaRiskModel, Keeper, KeeperConfig, KeeperMarket
+from offchain.keeper import Keeper, KeeperConfig, KeeperMarket
+from offchain.keeper_models import EwmaRiskModel
 from offchain.loop import LoopConfig, TooManyFailures, run_loop
 from offchain.metrics import BotMetrics
 from offchain.tx_sender import SenderConfig, TxSender, TxTimeout

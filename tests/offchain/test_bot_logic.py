@@ -11,14 +11,13 @@ from offchain import WAD
 from offchain.chain import Health, Subaccount
 from offchain.devnet import DEVNET_GUARDRAILS
 from offchain.keeper import (
-    EwmaRiskModel,
     KeeperConfig,
     KeeperMarket,
-    Proposal,
     check_reading,
     decide,
     read_history_csv,
 )
+from offchain.keeper_models import EwmaRiskModel, Proposal
 from offchain.liquidator import worst_first
 from offchain.margin_math import MarketState
 from offchain.metrics import Watchdog
