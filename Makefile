@@ -4,6 +4,7 @@
 #   make test   - lint and the whole test suite (unit on ape's local chain, integration on anvil)
 #   make bench  - gas, risk-model and keeper benchmarks; writes bench/results.json
 #   make fuzz   - deeper property and stateful fuzzing (more examples, more steps)
+#   make backtest - the risk model's walk-forward backtest on BTC and ETH hourly prices
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -20,7 +21,7 @@ PYTEST_UNIT := $(BIN)/ape test $(UNIT_DIRS)
 PYTEST_FUZZ := $(BIN)/pytest -p no:ape_test tests/fuzz
 PYTEST_ANVIL := $(BIN)/ape test tests/integration --network ethereum:local:foundry
 
-.PHONY: install demo test unit fuzz-quick integration lint bench fuzz clean
+.PHONY: install demo test unit fuzz-quick integration lint bench fuzz backtest clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +58,15 @@ fuzz: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# The walk-forward backtest on the shared Binance hourly files (read in place, never copied).
+SHARED_DATA ?= $(CURDIR)/../shared/data
+backtest: install
+	mkdir -p out
+	for asset in btc eth; do \
+		$(BIN)/dmm backtest --prices $(SHARED_DATA)/binance_$${asset}usdt_1h.csv \
+			--json out/backtest_$$asset.json || exit 1; \
+	done
 
 # Extra options go through ARGS (see `ape run demo --help`).
 ARGS ?=
