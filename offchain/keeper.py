@@ -270,7 +270,8 @@ def decide(
     return Decision(
         market_id,
         "update",
-        f"multiplier {current / WAD:.4f} -> {clamped / WAD:.4f}{note}{refresh}; {proposal.detail}",
+        f"multiplier {f'{current / WAD:.4f}' if state.updated_at else 'none'} ->"
+        f" {clamped / WAD:.4f}{note}{refresh}; {proposal.detail}",
         update=update,
         current=current,
         proposed=clamped,
