@@ -28,13 +28,10 @@ from offchain.calibration import (
     DEFAULT_POLICY,
     RECOMMENDED_MODEL,
     Policy,
+    latest_targets_many,
     model_hash,
-    multiplier_for_rate,
-    snapshot_at,
-    target_series,
 )
-from offchain.margin_math import MarketState
-from offchain.prices import Candles
+from offchain.margin_math import MarketState, Tier
 from offchain.risk_measures import RiskModel
 
 IntArray = npt.NDArray[np.int64]
@@ -82,7 +79,9 @@ def to_bars(times: IntArray, prices: FloatArray, bar_seconds: int) -> tuple[IntA
 
 @dataclass(frozen=True)
 class CalibratedRiskModel:
-    """The backtested calibration, live.
+    """The backtested calibration, live: the latest value of the walk-forward pipeline, with its
+    empirical tails and stressed floor refreshed at every call
+    (:func:`offchain.calibration.latest_targets_many`).
 
     Accepted readings are grouped into bars of ``bar_seconds`` (3,600 on a real network, where
     the model's hourly parameters apply; a devnet replaying one hourly price per block uses its
@@ -116,23 +115,29 @@ class CalibratedRiskModel:
         if not 0 < tier0 <= WAD:
             raise ValueError(f"market {market_id}: tier-0 rate {tier0} not in (0, WAD]")
         bar_t, bar_p = to_bars(times, prices, self.bar_seconds)
-        candles = Candles(bar_t, bar_p, bar_p, bar_p, bar_p, has_ohlc=False)
-        series = target_series(candles, self.model, self.policy, self.horizon)
-        snap = snapshot_at(series, -1, int(bar_t[-1]))
-        if not math.isfinite(snap.target_rate):
+        try:
+            latest = latest_targets_many(
+                bar_p[:, None], self.model, self.policy, self.horizon, (Tier(0, tier0),)
+            )
+        except ValueError as exc:
+            raise ValueError(
+                f"market {market_id}: {len(bar_p)} bars are not enough for {self.model.name}"
+            ) from exc
+        rate, floor = float(latest.rate[0]), float(latest.floor[0])
+        if not math.isfinite(rate):
             raise ValueError(
                 f"market {market_id}: {len(bar_p)} bars are not enough for {self.model.name}"
             )
         digest = model_hash(
             self.model, self.policy, self.horizon, int(bar_t[0]), int(bar_t[-1]), len(bar_p)
         )
-        multiplier = multiplier_for_rate(snap.target_rate, tier0)
+        risk = latest.risk
         detail = (
-            f"{self.model.name}: vol {snap.sigma_hourly:.3%}/bar, VaR L/S "
-            f"{snap.var_long:.3%}/{snap.var_short:.3%}, floor {snap.floor_rate:.3%}"
-            f" -> rate {snap.target_rate:.3%}"
+            f"{self.model.name}: vol {float(risk.sigma[0]):.3%}/bar, VaR L/S "
+            f"{float(risk.var_long[0]):.3%}/{float(risk.var_short[0]):.3%}, floor {floor:.3%}"
+            f" -> rate {rate:.3%}"
         )
-        return Proposal(multiplier, 0, digest, detail)
+        return Proposal(latest.multipliers[0], 0, digest, detail)
 
 
 @dataclass(frozen=True)

@@ -47,16 +47,20 @@ def test_to_bars__rejects_non_positive_bar(bad):
 
 
 def test_calibrated__equals_the_backtested_pipeline_on_hourly_bars():
-    times, prices = _walk(1500, 0.01)
+    # 1 + 60 days: an hour at which the walk-forward series refreshes its tails and floor, so
+    # its last value is the keeper's "refresh everything now" value.
+    times, prices = _walk(1 + 24 * 60, 0.01)
     model = CalibratedRiskModel({1: TIER0})
     proposal = model.propose(1, times, prices, MarketState(), int(times[-1]))
     candles = Candles(times, prices, prices, prices, prices, has_ohlc=False)
     snap = snapshot_at(target_series(candles, RECOMMENDED_MODEL), -1, int(times[-1]))
-    assert proposal.multiplier == multiplier_for_rate(snap.target_rate, TIER0)
+    expected = multiplier_for_rate(snap.target_rate, TIER0)
+    assert proposal.multiplier == pytest.approx(expected, rel=1e-12)  # float summation order
+    assert expected > WAD
     # The first tier's rate under the multiplier covers the rate; one wei less would not.
     exact = Fraction(snap.target_rate) * WAD * WAD
-    assert TIER0 * proposal.multiplier >= exact
-    assert TIER0 * (proposal.multiplier - 1) < exact
+    assert TIER0 * expected >= exact
+    assert TIER0 * (expected - 1) < exact
 
 
 def test_calibrated__crash_raises_the_proposal():
