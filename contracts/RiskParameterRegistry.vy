@@ -809,8 +809,11 @@ def _apply(u: RiskUpdate):
     assert u.funding_rate <= max_funding and u.funding_rate >= -max_funding, "registry: funding rate beyond its bound"
 
     target: uint256 = state & MASK_64
-    if (state >> 176) & MASK_40 != 0:
-        # Step limits apply from the second update on, relative to the last target.
+    # Step limits apply from the second update on, relative to the last target,
+    # unless governance has since moved [min, max] past that target: the next
+    # update then starts afresh inside the new band (otherwise no update could
+    # ever land again).
+    if (state >> 176) & MASK_40 != 0 and target >= bounds & MASK_64 and target <= (bounds >> 64) & MASK_64:
         # All factors are below 2**64 * 2**65, so the products cannot overflow.
         assert u.multiplier * WAD <= target * (WAD + ((bounds >> 128) & MASK_64)), "registry: update exceeds max increase"
         if u.multiplier < target:

@@ -173,8 +173,14 @@ def initial_margin(
     return min(notional, ceil_div(m * initial_ratio, WAD))
 
 
+def steps_apply(state: MarketState, g: Guardrails) -> bool:
+    """Whether the step limits bind the next update: from the second update on, unless a
+    reconfiguration moved ``[min, max]`` past the last target (then it starts afresh)."""
+    return state.updated_at != 0 and g.min_multiplier <= state.target <= g.max_multiplier
+
+
 def _check_step(state: MarketState, g: Guardrails, multiplier: int, now: int) -> None:
-    if state.updated_at == 0:
+    if not steps_apply(state, g):
         return
     if multiplier * WAD > state.target * (WAD + g.max_increase):
         raise UpdateRejected("registry: update exceeds max increase")
@@ -204,7 +210,7 @@ def apply_update(state: MarketState, g: Guardrails, update: RiskUpdate, now: int
     in_force = multiplier_in_force(state, g, now)
     ramping = g.increase_ramp > 0 and in_force < update.multiplier
     ramp_from = in_force if ramping else update.multiplier
-    decreased = state.updated_at != 0 and update.multiplier < state.target
+    decreased = steps_apply(state, g) and update.multiplier < state.target
     return MarketState(
         target=update.multiplier,
         ramp_from=ramp_from,
@@ -218,7 +224,7 @@ def apply_update(state: MarketState, g: Guardrails, update: RiskUpdate, now: int
 def clamp_multiplier(state: MarketState, g: Guardrails, proposed: int, now: int) -> int:
     """The multiplier closest to ``proposed`` that the registry would accept at ``now``."""
     m = min(max(proposed, g.min_multiplier), g.max_multiplier)
-    if state.updated_at == 0:
+    if not steps_apply(state, g):
         return m
     up = state.target * (WAD + g.max_increase) // WAD
     down = ceil_div(state.target * (WAD - g.max_decrease), WAD)
@@ -252,6 +258,7 @@ __all__ = [
     "is_stale",
     "maintenance_margin",
     "multiplier_in_force",
+    "steps_apply",
     "validate_guardrails",
     "validate_tiers",
     "with_funding_bound",

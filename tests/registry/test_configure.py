@@ -123,6 +123,30 @@ def test_configure_market__reconfigure_keeps_state_and_new_bounds_apply(
     assert registry.target_multiplier(MARKET_BTC) == 3 * WAD
 
 
+def test_configure_market__band_moved_past_target_next_update_starts_afresh(
+    registry, owner, first_update, submit, make_update
+):
+    # A band the last target (2x) cannot reach by the step limits: +50% gives at most 3x.
+    rails = guardrails(min_multiplier=5 * WAD, stale_multiplier=6 * WAD)
+    configure(registry, owner, MARKET_BTC, rails=rails)
+    submit([make_update(multiplier=5 * WAD)])
+    assert registry.target_multiplier(MARKET_BTC) == 5 * WAD
+    # Back inside the band, the step limits bind again.
+    with ape.reverts("registry: update exceeds max increase"):
+        submit([make_update(multiplier=8 * WAD)])
+
+
+def test_configure_market__band_lowered_below_target_allows_the_cut(
+    registry, owner, first_update, submit, make_update
+):
+    # -10% per update from 2x could never reach a 1.5x cap.
+    rails = guardrails(max_multiplier=3 * WAD // 2, stale_multiplier=3 * WAD // 2)
+    configure(registry, owner, MARKET_BTC, rails=rails)
+    submit([make_update(multiplier=3 * WAD // 2)])
+    assert registry.target_multiplier(MARKET_BTC) == 3 * WAD // 2
+    assert state_of(registry).last_decrease_at == 0  # not a keeper decrease: no interval
+
+
 def test_configure_market__shorter_schedule_replaces_longer(registry, owner):
     configure(registry, owner, MARKET_BTC, [Tier(0, 10**16)])
 
