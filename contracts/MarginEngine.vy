@@ -80,9 +80,9 @@
         good price (operators should `poke` markets regularly and replace
         a dead feed). Chainlink's min/max answer bounds live on the
         underlying aggregator, not on the proxy's AggregatorV3Interface,
-        so the engine cannot read them: a price stuck at a bound is not
-        detected here (the keeper watches for it and the price band limits
-        the damage).
+        so the owner copies them in with `set_price_bounds`: a price at or
+        beyond a bound (where Chainlink clamps a crashing market) blocks
+        opening, growing and withdrawing like a stale one.
 
         Pause (owner): every risk-growing trade side reverts; deposits,
         withdrawals, reducing trades, liquidations, backstops, insurance
@@ -216,6 +216,8 @@ _active: HashMap[uint256, IMarginEngine.Subaccount]
 _active_count: uint256
 # @dev Position of a subaccount in `_active`, plus one (0: absent).
 _active_index: HashMap[address, HashMap[uint256, uint256]]
+# @dev The feed aggregator's answer bounds in WAD: min (128 bits) | max << 128; 0: none set.
+_price_bounds: HashMap[uint256, uint256]
 
 
 @deploy
@@ -277,6 +279,53 @@ def update_market(market_id: uint256, config: IMarginEngine.MarketConfig):
     self._oracle[market_id] = self._check_config(market_id, config)
     self.market_config[market_id] = config
     log IMarginEngine.MarketListed(market_id=market_id, config=config)
+
+
+@external
+def set_price_bounds(market_id: uint256, min_answer: int256, max_answer: int256):
+    """
+    @notice Copies a feed aggregator's `minAnswer` / `maxAnswer` into the
+            engine. Chainlink clamps an answer that leaves its bounds, so a
+            price at or beyond a bound is not a market price: it then counts
+            as invalid for opening, growing and withdrawing ("engine: price at
+            feed bound"); closing, liquidation and backstop go on. (0, 0)
+            removes the bounds. Set them again after replacing a feed.
+    @param market_id A listed market.
+    @param min_answer The aggregator's minAnswer, in the feed's decimals.
+    @param max_answer The aggregator's maxAnswer, in the feed's decimals.
+    """
+    ownable._check_owner()
+    oracle: uint256 = self._oracle[market_id]
+    assert oracle != 0, "engine: unknown market"
+    packed: uint256 = 0
+    if min_answer != 0 or max_answer != 0:
+        assert min_answer >= 0 and min_answer < max_answer, "engine: bad price bounds"
+        scale: uint256 = pow_mod256(10, (oracle >> 200) & 255)
+        low: uint256 = convert(min_answer, uint256) * scale
+        high: uint256 = convert(max_answer, uint256) * scale
+        assert high <= MASK_128, "engine: bad price bounds"
+        packed = low | (high << 128)
+    old: uint256 = self._price_bounds[market_id]
+    self._price_bounds[market_id] = packed
+    log IMarginEngine.PriceBoundsSet(
+        market_id=market_id,
+        old_min_price=old & MASK_128,
+        old_max_price=old >> 128,
+        min_price=packed & MASK_128,
+        max_price=packed >> 128,
+    )
+
+
+@view
+@external
+def price_bounds(market_id: uint256) -> (uint256, uint256):
+    """
+    @notice The feed bounds a price must lie strictly inside to open, grow or withdraw.
+    @param market_id The market.
+    @return min_price, max_price (WAD; both 0 when none are set).
+    """
+    bounds: uint256 = self._price_bounds[market_id]
+    return bounds & MASK_128, bounds >> 128
 
 
 @external
@@ -442,6 +491,7 @@ def settle_trade(
     if taker_grows or maker_grows:
         assert not self.paused, "engine: paused"
         self._assert_fresh(status)
+        self._assert_inside_bounds(market_id, mark)
     if new_oi > oi:
         assert self._ceil_mul(new_oi, mark) <= self.market_config[market_id].oi_cap, "engine: open interest cap"
     self._check_side(taker_owner, taker_sub, taker_grows)
@@ -882,6 +932,14 @@ def _assert_fresh(status: uint256):
 
 @view
 @internal
+def _assert_inside_bounds(market_id: uint256, price: uint256):
+    bounds: uint256 = self._price_bounds[market_id]
+    if bounds != 0:
+        assert price > bounds & MASK_128 and price < bounds >> 128, "engine: price at feed bound"
+
+
+@view
+@internal
 def _index_now(market_id: uint256) -> int256:
     meta: uint256 = self._funding_meta[market_id]
     rate: int256 = convert(meta & MASK_64, int256) - BIAS_64
@@ -947,6 +1005,7 @@ def _health(owner: address, subaccount: uint256, strict: bool, focus: uint256) -
         price, status = self._mark_price(market_id, self._oracle[market_id])
         if strict:
             self._assert_fresh(status)
+            self._assert_inside_bounds(market_id, price)
         owed: int256 = self._ceil_div(
             size * (self._index_now(market_id) - self._funding_snapshot[owner][subaccount][market_id]), IWAD
         )
