@@ -43,6 +43,8 @@ class MarketSpec:
     liquidation_fee: int
     liquidator_share: int
     oi_cap: int
+    # The feed aggregator's (minAnswer, maxAnswer), in the feed's decimals; None: not set.
+    price_bounds: tuple[int, int] | None = None
 
     def engine_config(self) -> tuple[str, int, int, int, int, int]:
         """The engine's ``MarketConfig`` tuple, in field order."""
@@ -107,6 +109,21 @@ def _require(mapping: dict, key: str, where: str) -> Any:
     return mapping[key]
 
 
+def price_bounds(e_raw: dict, where: str) -> tuple[int, int] | None:
+    """The optional ``min_answer`` / ``max_answer`` pair (whole numbers in the feed's decimals)."""
+    low, high = e_raw.get("min_answer"), e_raw.get("max_answer")
+    if low is None and high is None:
+        return None
+    for name, value in (("min_answer", low), ("max_answer", high)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DeployConfigError(
+                f"{where}.{name}: give both bounds as whole numbers in the feed's decimals"
+            )
+    if not 0 <= low < high:
+        raise DeployConfigError(f"{where}: min_answer {low} must be >= 0 and below {high}")
+    return low, high
+
+
 def parse_market(raw: dict, index: int) -> MarketSpec:
     """Parse and check one market entry."""
     name = str(raw.get("name", f"market[{index}]"))
@@ -152,6 +169,7 @@ def parse_market(raw: dict, index: int) -> MarketSpec:
         liquidation_fee=wad(_require(e_raw, "liquidation_fee", ew), f"{ew}.liquidation_fee"),
         liquidator_share=wad(_require(e_raw, "liquidator_share", ew), f"{ew}.liquidator_share"),
         oi_cap=wad(_require(e_raw, "oi_cap_usd", ew), f"{ew}.oi_cap_usd"),
+        price_bounds=price_bounds(e_raw, ew),
     )
     check_market(spec)
     return spec

@@ -32,6 +32,7 @@ def print_plan(spec: DeploySpec) -> None:
             f"market {m.market_id:<3} {m.name:<10} tiers [{tiers}] initial x{m.initial_ratio / WAD}"
             f" multiplier [{g.min_multiplier / WAD}, {g.max_multiplier / WAD}]"
             f" stale {g.stale_multiplier / WAD} heartbeat {g.heartbeat}s feed {m.feed}"
+            + (f" bounds {m.price_bounds}" if m.price_bounds else "")
         )
 
 
@@ -50,6 +51,8 @@ def deploy(spec: DeploySpec, deployer) -> tuple:
             m.market_id, tiers, m.initial_ratio, m.guardrails.as_tuple(), sender=deployer
         )
         engine.add_market(m.market_id, m.engine_config(), sender=deployer)
+        if m.price_bounds is not None:
+            engine.set_price_bounds(m.market_id, *m.price_bounds, sender=deployer)
         click.echo(f"configured      market {m.market_id} ({m.name})")
     for exchange in spec.exchanges:
         engine.set_exchange(exchange, True, sender=deployer)

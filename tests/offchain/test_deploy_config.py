@@ -28,6 +28,8 @@ def test_load_deploy_spec__example_file_passes():
     assert btc.tiers[2].notional_floor == 10_000_000 * WAD
     assert btc.guardrails.max_funding_rate == 10**12
     assert btc.engine_config()[2] == 2 * 10**16
+    assert btc.price_bounds == (10**8, 10**17)
+    assert spec.markets[1].price_bounds is None
 
 
 def _mutated(raw: dict, path: list, value) -> dict:
@@ -57,6 +59,8 @@ def _mutated(raw: dict, path: list, value) -> dict:
         (["markets", 0, "tiers", 1, "maintenance_rate"], "0.001", "tier rates decreasing"),
         (["markets", 0, "tiers", 0, "maintenance_rate"], "0.0000000000000000001", "18 decimals"),
         (["markets", 1, "id"], 1, "share an id"),
+        (["markets", 0, "engine", "min_answer"], 10**17, "must be >= 0 and below"),
+        (["markets", 0, "engine", "max_answer"], "1e9", "whole numbers"),
     ],
 )
 def test_parse_deploy_spec__refuses_unsafe_setting(raw, path, value, message):
