@@ -89,21 +89,28 @@ def own_system(own_anvil, project, keeper_key):
     return {"w3": w3, "owner": owner, "registry": registry, "feed": feed}
 
 
+def own_keeper(own_system, keeper_key, sender_config: SenderConfig) -> Keeper:
+    """A warmed-up keeper of MARKET_BTC on our own anvil."""
+    w3 = own_system["w3"]
+    keeper = Keeper(
+        KeeperConfig((KeeperMarket(MARKET_BTC, own_system["feed"].address, "BTC"),)),
+        RegistryClient(w3, own_system["registry"].address),
+        FeedClient(w3),
+        EwmaRiskModel(),
+        keeper_key,
+        TxSender(w3, keeper_key, sender_config),
+        w3.eth.chain_id,
+    )
+    warm_up(keeper, latest_block(w3).timestamp, {MARKET_BTC: 60_000.0})
+    return keeper
+
+
 def test_run_loop__rpc_down_retries_and_resumes_without_duplicates(
     own_anvil, own_system, keeper_key, caplog
 ):
     w3, owner, feed = own_system["w3"], own_system["owner"], own_system["feed"]
-    registry = RegistryClient(w3, own_system["registry"].address)
-    keeper = Keeper(
-        KeeperConfig((KeeperMarket(MARKET_BTC, feed.address, "BTC"),)),
-        registry,
-        FeedClient(w3),
-        EwmaRiskModel(),
-        keeper_key,
-        TxSender(w3, keeper_key, FAST_SENDER),
-        w3.eth.chain_id,
-    )
-    warm_up(keeper, latest_block(w3).timestamp, {MARKET_BTC: 60_000.0})
+    keeper = own_keeper(own_system, keeper_key, FAST_SENDER)
+    registry = keeper.registry
     stop = threading.Event()
     outcome: dict[str, Any] = {}
 
@@ -302,20 +309,11 @@ def test_send__rpc_down_with_tx_in_flight_resumes_same_nonce(
     own_anvil, own_system, keeper_key, caplog
 ):
     w3, owner, feed = own_system["w3"], own_system["owner"], own_system["feed"]
-    registry = RegistryClient(w3, own_system["registry"].address)
     patient = SenderConfig(
         poll_interval=0.05, backoff_initial=0.1, backoff_max=0.5, rpc_retries=20, receipt_timeout=60
     )
-    keeper = Keeper(
-        KeeperConfig((KeeperMarket(MARKET_BTC, feed.address, "BTC"),)),
-        registry,
-        FeedClient(w3),
-        EwmaRiskModel(),
-        keeper_key,
-        TxSender(w3, keeper_key, patient),
-        w3.eth.chain_id,
-    )
-    warm_up(keeper, latest_block(w3).timestamp, {MARKET_BTC: 60_000.0})
+    keeper = own_keeper(own_system, keeper_key, patient)
+    registry = keeper.registry
     keeper.tick(latest_block(w3))
     time.sleep(1.1)  # a later round (no evm_increaseTime: a restarted node forgets the offset)
     set_price = feed.encode_abi("set_answer", args=[48_000 * 10**8])

@@ -27,23 +27,11 @@ from offchain.backtest import (
 from offchain.calibration import DEFAULT_GUARDRAILS, DEFAULT_TIERS, Policy
 from offchain.margin_math import Guardrails
 from offchain.prices import Candles, load_candles
+from tests.spec_keys import BACKTEST_MODEL_KEYS
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 T0 = 1_600_000_000 // 3600 * 3600
 TIER0_RATE = DEFAULT_TIERS[0].maintenance_rate / WAD  # 0.5%
-# SPEC.md, "Backtest output": the keys of every model and baseline
-SPEC_MODEL_KEYS = {
-    "breach_rate_long",
-    "breach_rate_short",
-    "kupiec_p_long",
-    "kupiec_p_short",
-    "christoffersen_p_long",
-    "christoffersen_p_short",
-    "avg_margin_rate",
-    "peak_margin_rate",
-    "total_shortfall",
-    "max_daily_margin_increase",
-}
 SPEC_TOP_KEYS = {"asset", "hours", "confidence", "horizon_hours", "models"}
 
 
@@ -311,7 +299,7 @@ def test_real_backtest__json_has_exactly_the_spec_keys(real):
     assert (doc["confidence"], doc["horizon_hours"]) == (0.99, 1)
     assert {"recommended", "static_equal_margin"} <= set(doc["models"])
     for name, figures in doc["models"].items():
-        assert set(figures) == SPEC_MODEL_KEYS, name
+        assert set(figures) == BACKTEST_MODEL_KEYS, name
         assert all(isinstance(v, float) and math.isfinite(v) for v in figures.values()), name
         # (a flat rate's mean is off by rounding: 0.03 averages to 0.030000000000000013)
         assert figures["peak_margin_rate"] >= figures["avg_margin_rate"] * (1 - 1e-12) > 0

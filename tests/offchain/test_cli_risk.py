@@ -14,20 +14,9 @@ from click.testing import CliRunner
 
 from offchain import WAD
 from offchain.cli import main
+from tests.spec_keys import BACKTEST_MODEL_KEYS
 
 T0 = 1_600_000_000 // 3600 * 3600
-SPEC_MODEL_KEYS = {
-    "breach_rate_long",
-    "breach_rate_short",
-    "kupiec_p_long",
-    "kupiec_p_short",
-    "christoffersen_p_long",
-    "christoffersen_p_short",
-    "avg_margin_rate",
-    "peak_margin_rate",
-    "total_shortfall",
-    "max_daily_margin_increase",
-}
 
 
 def write_prices(path: Path, n: int, seed: int = 3) -> Path:
@@ -129,7 +118,7 @@ def test_backtest__writes_the_spec_json_and_a_plot(runner, prices, tmp_path):
     assert doc["confidence"] == 0.99 and doc["horizon_hours"] == 1
     assert list(doc["models"])[:2] == ["recommended", "static_equal_margin"]
     for name, figures in doc["models"].items():
-        assert set(figures) == SPEC_MODEL_KEYS, name
+        assert set(figures) == BACKTEST_MODEL_KEYS, name
     png = out.with_suffix(".png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -1,0 +1,17 @@
+"""Names fixed by SPEC.md, written out here independently of the code that produces them."""
+
+# "Backtest output": the figures of every model and baseline.
+BACKTEST_MODEL_KEYS = frozenset(
+    {
+        "breach_rate_long",
+        "breach_rate_short",
+        "kupiec_p_long",
+        "kupiec_p_short",
+        "christoffersen_p_long",
+        "christoffersen_p_short",
+        "avg_margin_rate",
+        "peak_margin_rate",
+        "total_shortfall",
+        "max_daily_margin_increase",
+    }
+)
