@@ -2,7 +2,7 @@
 
     ape run demo --network ethereum:local:foundry
     ape run demo --network ethereum:local:foundry \\
-        --prices /work/shared/data/binance_btcusdt_1h.csv --from 2020-03-11 --to 2020-03-14
+        --prices ../shared/data/binance_btcusdt_1h.csv --from 2020-03-11 --to 2020-03-14
 
 ape-foundry starts anvil and stops it when the script ends. The logic lives in
 ``offchain/demo.py``; this script parses the options, sets up the log and prints the summary.
