@@ -381,6 +381,12 @@ class RegistryClient:
     def paused(self) -> bool:
         return bool(self._call("paused"))
 
+    def signer_threshold(self) -> int:
+        return int(self._call("signer_threshold"))
+
+    def is_keeper(self, signer: str) -> bool:
+        return bool(self._call("is_keeper", to_checksum_address(signer)))
+
     def encode_submit(self, updates: Sequence[RiskUpdate], signatures: Sequence[bytes]) -> bytes:
         """Calldata of ``submit_updates(updates, signatures)``."""
         data = self.contract.encode_abi(

@@ -45,7 +45,7 @@ from offchain.margin_math import (
     with_funding_bound,
 )
 from offchain.metrics import BotMetrics
-from offchain.signing import RiskUpdate, sign_batch
+from offchain.signing import RiskUpdate, batch_digest, recover_signer, sign_batch
 from offchain.tx_sender import SentTx, SimulationReverted, TxSender
 
 log = logging.getLogger("dmm.keeper")
@@ -84,6 +84,12 @@ class KeeperConfig:
     deadline_seconds: int = 600  # signed updates are valid this long
     history_size: int = 5000  # prices kept per market
     min_history: int = 2  # prices needed before the model runs
+    # k-of-n: a folder the keepers share (each writes its signature of a batch there; the one
+    # that completes the registry's threshold relays). None: this keeper signs and relays alone.
+    cosign_dir: str | None = None
+    # With cosign_dir, deadlines are rounded down to this many seconds so that keepers ticking
+    # on neighbouring blocks sign the same bytes.
+    cosign_granularity: int = 60
 
     def __post_init__(self) -> None:
         if not self.markets:
@@ -101,6 +107,8 @@ class KeeperConfig:
             raise ValueError("max_feed_age and deadline_seconds must be positive")
         if self.min_history < 2:
             raise ValueError("min_history must be at least 2 (one return)")
+        if self.cosign_granularity < 1 or self.cosign_granularity >= self.deadline_seconds:
+            raise ValueError("cosign_granularity must lie in [1, deadline_seconds)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,6 +223,14 @@ class Decision:
     proposed: int = 0
 
 
+def batch_deadline(now: int, config: KeeperConfig) -> int:
+    """``now + deadline_seconds``; rounded down to ``cosign_granularity`` when keepers co-sign,
+    so that keepers whose clocks (blocks) differ by less than that sign identical batches."""
+    if config.cosign_dir is None:
+        return now + config.deadline_seconds
+    return now // config.cosign_granularity * config.cosign_granularity + config.deadline_seconds
+
+
 def decide(
     market_id: int,
     proposal: Proposal,
@@ -257,7 +273,7 @@ def decide(
         multiplier=clamped,
         funding_rate=funding,
         observed_at=observed_at,
-        deadline=now + config.deadline_seconds,
+        deadline=batch_deadline(now, config),
         model_hash=proposal.model_hash,
     )
     try:
@@ -445,6 +461,51 @@ class Keeper:
             self.relay(result)
         return result
 
+    def cosign(self, updates: Sequence[RiskUpdate], own: bytes) -> list[bytes] | None:
+        """Publish this keeper's signature of the batch in the shared folder and return the
+        signatures that meet the registry's threshold, or ``None`` while too few keepers signed.
+
+        Each batch has a folder named by its EIP-712 digest; each keeper writes
+        ``<address>.sig`` there (atomically). A file whose signature does not recover to the
+        address in its name is ignored, so a stray or tampered file cannot count.
+        """
+        assert self.chain_id is not None and self.config.cosign_dir is not None
+        registry = self.registry.address
+        digest = batch_digest(updates, self.chain_id, registry)
+        folder = Path(self.config.cosign_dir) / digest.hex()
+        folder.mkdir(parents=True, exist_ok=True)
+        assert self.signer is not None
+        mine = folder / f"{self.signer.address}.sig"
+        if not mine.exists():
+            partial = folder / f".{self.signer.address}.tmp"
+            partial.write_text("0x" + own.hex() + "\n")
+            partial.replace(mine)
+        valid: dict[str, bytes] = {}
+        for path in sorted(folder.glob("*.sig")):
+            try:
+                sig = bytes.fromhex(path.read_text().strip().removeprefix("0x"))
+                signer = recover_signer(updates, sig, self.chain_id, registry)
+            except (ValueError, OSError) as exc:
+                log.warning("co-signature %s ignored: %s", path.name, exc)
+                continue
+            if signer.lower() != path.stem.lower():
+                log.warning("co-signature %s ignored: it recovers to %s", path.name, signer)
+                continue
+            if not self.registry.is_keeper(signer):
+                log.warning("co-signature %s ignored: %s is not a keeper", path.name, signer)
+                continue
+            valid[signer] = sig
+        threshold = self.registry.signer_threshold()
+        if len(valid) < threshold:
+            log.info(
+                "batch %s: %d of %d keeper signatures; waiting for co-signers",
+                digest.hex()[:16],
+                len(valid),
+                threshold,
+            )
+            return None
+        return [valid[a] for a in sorted(valid)][: max(threshold, 1)]
+
     def relay(self, result: TickResult) -> None:
         """Sign the tick's batch and send it (or print it in dry run)."""
         updates = result.updates
@@ -453,6 +514,12 @@ class Keeper:
             result.signatures = [
                 sign_batch(updates, self.signer.key, self.chain_id, self.registry.address)
             ]
+            if self.config.cosign_dir is not None and not self.dry_run:
+                signatures = self.cosign(updates, result.signatures[0])
+                if signatures is None:
+                    result.dropped = "waiting for co-signers"
+                    return
+                result.signatures = signatures
         if self.dry_run:
             self.echo(
                 f"dry run: block {result.block}: would submit {len(updates)} update(s) signed by"

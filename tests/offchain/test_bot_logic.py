@@ -192,3 +192,23 @@ def test_load_key__ape_alias_decrypted_with_passphrase(tmp_path, monkeypatch):
 
     assert loaded is not None and loaded.address == keeper.address
     assert load_key(None, "DMM_KEEPER_KEY") is None  # no alias, no variable: dry run
+
+
+def test_batch_deadline__rounded_to_the_minute_only_when_cosigning():
+    from dataclasses import replace
+
+    from offchain.keeper import batch_deadline
+
+    assert batch_deadline(NOW + 17, CONFIG) == NOW + 17 + CONFIG.deadline_seconds
+    cosign = replace(CONFIG, cosign_dir="/tmp/cosign")
+    assert NOW % 60 == 0  # a whole minute
+    for t in (NOW, NOW + 1, NOW + 59):  # blocks within the same minute sign the same deadline
+        assert batch_deadline(t, cosign) == NOW + cosign.deadline_seconds
+    assert batch_deadline(NOW + 60, cosign) == NOW + 60 + cosign.deadline_seconds
+
+
+def test_keeper_config__cosign_granularity_below_deadline():
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="cosign_granularity"):
+        replace(CONFIG, cosign_granularity=CONFIG.deadline_seconds)
