@@ -16,7 +16,7 @@ from ape.logging import logger
 
 from bench.results import print_table, record
 from offchain import WAD
-from offchain.devnet import DEVNET_GUARDRAILS, DEVNET_TIERS
+from offchain.devnet.system import DEVNET_GUARDRAILS, DEVNET_TIERS
 
 TIERS = [(t.notional_floor, t.maintenance_rate) for t in DEVNET_TIERS]
 GUARDRAILS = DEVNET_GUARDRAILS

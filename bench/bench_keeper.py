@@ -1,7 +1,7 @@
 """Keeper and liquidation-bot figures on an anvil devnet (ape-foundry starts and stops it).
 
-``scan_10k_seconds``: the liquidation bot's full scan (``offchain.liquidator.scan``: the engine's
-enumeration in pages of 100 through ``users_to_liquidate``, one JSON-RPC batch, then
+``scan_10k_seconds``: the liquidation bot's full scan (``offchain.bots.liquidator.scan``: the
+engine's enumeration in pages of 100 through ``users_to_liquidate``, one JSON-RPC batch, then
 ``health_batch`` of the liquidatable ones) over 10,000 subaccounts with open positions, 5% of
 them liquidatable. Opening 10,000 positions by transactions would take minutes, so the
 subaccounts are written straight into the engine's storage with ``anvil_setStorageAt`` (the
@@ -31,13 +31,13 @@ from web3 import Web3
 
 from bench.results import print_table, record
 from offchain import WAD
-from offchain.chain import EngineClient, FeedClient, RegistryClient, connect, latest_block
-from offchain.devnet import DEVNET_TIERS, DevnetMarket, deploy_system
-from offchain.keeper import Keeper, KeeperConfig, KeeperMarket
-from offchain.keeper_models import CalibratedRiskModel
-from offchain.liquidator import scan
-from offchain.loop import LoopConfig, run_loop
-from offchain.tx_sender import SenderConfig, TxSender
+from offchain.bots.keeper import Keeper, KeeperConfig, KeeperMarket
+from offchain.bots.keeper_models import CalibratedRiskModel
+from offchain.bots.liquidator import scan
+from offchain.bots.loop import LoopConfig, run_loop
+from offchain.devnet.system import DEVNET_TIERS, DevnetMarket, deploy_system
+from offchain.protocol.chain import EngineClient, FeedClient, RegistryClient, connect, latest_block
+from offchain.protocol.tx_sender import SenderConfig, TxSender
 
 ROOT = Path(__file__).resolve().parents[1]
 N_ACCOUNTS = 10_000

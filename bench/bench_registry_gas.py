@@ -17,8 +17,8 @@ from eth_account import Account
 
 from bench.results import print_table, record
 from offchain import WAD
-from offchain.devnet import DEVNET_GUARDRAILS, DEVNET_TIERS
-from offchain.signing import RiskUpdate, sign_batch_multi
+from offchain.devnet.system import DEVNET_GUARDRAILS, DEVNET_TIERS
+from offchain.protocol.signing import RiskUpdate, sign_batch_multi
 
 TIERS = [(t.notional_floor, t.maintenance_rate) for t in DEVNET_TIERS]
 # The devnet guardrails with an increase ramp, so the ramp bookkeeping is in the figures.

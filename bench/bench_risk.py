@@ -1,14 +1,14 @@
 """Speed of the risk model on real prices: the keeper's risk for 100 markets, and the backtest.
 
-``risk_100_markets_seconds``: wall time of :func:`offchain.calibration.latest_targets_many` on a
-``(10_000, 100)`` array of hourly closes, i.e. everything the keeper computes per market before
-it clamps and signs: the dual-EWMA volatility, the FHS VaR and ES of both sides, the stressed ES
-floor over the whole window, the floored rate and the multiplier in wei. The 100 series are
-10,000-hour windows of the Binance BTC/USDT and ETH/USDT files, alternating assets, at 50
-offsets spread over each file (no synthetic data). Loading the files is not timed; the figure
-is the best of ``REPEATS`` runs after a warm-up run (the median is printed too).
+``risk_100_markets_seconds``: wall time of :func:`offchain.risk.calibration.latest_targets_many` on
+a ``(10_000, 100)`` array of hourly closes, i.e. everything the keeper computes per market before it
+clamps and signs: the dual-EWMA volatility, the FHS VaR and ES of both sides, the stressed ES floor
+over the whole window, the floored rate and the multiplier in wei. The 100 series are 10,000-hour
+windows of the Binance BTC/USDT and ETH/USDT files, alternating assets, at 50 offsets spread over
+each file (no synthetic data). Loading the files is not timed; the figure is the best of ``REPEATS``
+runs after a warm-up run (the median is printed too).
 
-``backtest_hours_per_second``: evaluated hours of :func:`offchain.backtest.run_backtest` on the
+``backtest_hours_per_second``: evaluated hours of :func:`offchain.risk.backtest.run_backtest` on the
 BTC file (the recommended model, five candidates including a monthly re-fitted GARCH-t, and
 three baselines, each replayed hour by hour through the registry's guardrails) divided by its
 wall time, best of ``BACKTEST_REPEATS``.
@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.results import print_table, record
-from offchain.backtest import run_backtest
-from offchain.calibration import latest_targets_many
-from offchain.prices import Candles, load_candles
+from offchain.risk.backtest import run_backtest
+from offchain.risk.calibration import latest_targets_many
+from offchain.risk.prices import Candles, load_candles
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FILES = ("binance_btcusdt_1h.csv", "binance_ethusdt_1h.csv")

@@ -76,7 +76,7 @@ HORIZON = click.option(
 
 
 def _load(path: Path) -> Any:
-    from offchain.prices import load_candles
+    from offchain.risk.prices import load_candles
 
     try:
         candles, report = load_candles(path)
@@ -102,7 +102,7 @@ def backtest(
     progress: bool | None,
 ) -> None:
     """Walk-forward backtest of the margin models and baselines on one price file."""
-    from offchain.backtest import BacktestConfig, format_table, plot_backtest, run_backtest
+    from offchain.risk.backtest import BacktestConfig, format_table, plot_backtest, run_backtest
 
     candles = _load(prices_path)
     config = BacktestConfig(confidence=confidence, horizon=horizon)
@@ -154,9 +154,9 @@ def risk(
     from fractions import Fraction
 
     from offchain import WAD
-    from offchain.calibration import DEFAULT_GUARDRAILS, RECOMMENDED_MODEL, calibrate
-    from offchain.margin_math import MarketState
-    from offchain.stress import shock_losses, worst_windows
+    from offchain.protocol.margin_math import MarketState
+    from offchain.risk.calibration import DEFAULT_GUARDRAILS, RECOMMENDED_MODEL, calibrate
+    from offchain.risk.stress import shock_losses, worst_windows
 
     candles = _load(prices_path)
     now = int(candles.timestamps[-1]) + 3600

@@ -1,6 +1,6 @@
 """Operator commands: ``dmm keeper``, ``dmm liquidator``, ``dmm replay``, ``dmm status``.
 
-Every command reads one YAML file (``offchain/keeper.example.yaml`` documents each field);
+Every command reads one YAML file (``offchain/bots/keeper.example.yaml`` documents each field);
 command-line options override it. Keys never come from a file in the repository: an ape account
 alias (``--account``, passphrase from ``DMM_PASSPHRASE`` or a prompt) or an environment variable
 (``DMM_KEEPER_KEY``, ``DMM_LIQUIDATOR_KEY``, ``DMM_REPLAY_KEY``). Without a key a bot runs dry.
@@ -8,40 +8,32 @@ alias (``--account``, passphrase from ``DMM_PASSPHRASE`` or a prompt) or an envi
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
-import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import fields
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import click
-import yaml
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
 
 from offchain import WAD
-from offchain.chain import (
-    EngineClient,
-    FeedClient,
-    RegistryClient,
-    connect,
-    latest_block,
+from offchain.bots.builders import (
+    ConfigError,
+    build_keeper,
+    build_liquidator,
+    keeper_markets,
+    load_config,
+    load_key,
+    loop_config,
+    sender_config,
 )
-from offchain.keeper import (
-    Keeper,
-    KeeperConfig,
-    KeeperMarket,
-    read_history_csv,
-)
-from offchain.keeper_models import CalibratedRiskModel, EwmaRiskModel, LiveRiskModel
-from offchain.liquidator import Liquidator, LiquidatorConfig, scan
-from offchain.loop import LoopConfig, TooManyFailures, run_loop
-from offchain.metrics import BotMetrics, serve
-from offchain.replay import CrashScenario, crash_scenario, replay
-from offchain.tx_sender import GWEI, SenderConfig, TxSender
+from offchain.bots.keeper import read_history_csv
+from offchain.bots.liquidator import scan
+from offchain.bots.loop import TooManyFailures, run_loop
+from offchain.bots.metrics import BotMetrics, serve
+from offchain.devnet.replay import CrashScenario, crash_scenario, replay
+from offchain.protocol.chain import EngineClient, FeedClient, RegistryClient, connect, latest_block
+from offchain.protocol.tx_sender import TxSender
 
 log = logging.getLogger("dmm")
 
@@ -50,67 +42,13 @@ log = logging.getLogger("dmm")
 # Configuration
 
 
-def load_config(path: str | None) -> dict[str, Any]:
-    """The YAML file as a dict (empty without a file)."""
-    if path is None:
-        return {}
-    data = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(data, dict):
-        raise click.UsageError(f"{path}: expected a mapping at the top level")
-    return data
-
-
-def _pick(section: dict[str, Any], cls: type, renames: dict[str, str] | None = None) -> dict:
-    """The keys of ``section`` that are fields of dataclass ``cls`` (after ``renames``)."""
-    names = {f.name for f in fields(cls)}
-    out: dict[str, Any] = {}
-    for key, value in (section or {}).items():
-        key = (renames or {}).get(key, key)
-        if key not in names:
-            raise click.UsageError(f"unknown setting {key!r} for {cls.__name__}")
-        out[key] = value
-    return out
-
-
-def sender_config(cfg: dict[str, Any]) -> SenderConfig:
-    section = dict(cfg.get("sender") or {})
-    for gwei_key, key in (
-        ("priority_fee_gwei", "priority_fee"),
-        ("max_fee_cap_gwei", "max_fee_cap"),
-    ):
-        if gwei_key in section:
-            section[key] = int(float(section.pop(gwei_key)) * GWEI)
-    return SenderConfig(**_pick(section, SenderConfig))
-
-
-def loop_config(cfg: dict[str, Any]) -> LoopConfig:
-    return LoopConfig(**_pick(cfg.get("loop") or {}, LoopConfig))
-
-
-def keeper_markets(cfg: dict[str, Any]) -> tuple[KeeperMarket, ...]:
-    markets = cfg.get("markets") or []
-    if not markets:
-        raise click.UsageError("the config needs a 'markets' list")
-    return tuple(
-        KeeperMarket(int(m["id"]), str(m["feed"]), str(m.get("name", ""))) for m in markets
-    )
-
-
-def load_key(alias: str | None, env_var: str) -> LocalAccount | None:
-    """A signing key from an ape account alias or an environment variable; ``None`` if neither."""
-    if alias:
-        base = Path(os.environ.get("APE_DATA_FOLDER", Path.home() / ".ape"))
-        keyfile = base / "accounts" / f"{alias}.json"
-        if not keyfile.exists():
-            raise click.UsageError(f"no ape account {alias!r} ({keyfile})")
-        passphrase = os.environ.get("DMM_PASSPHRASE") or click.prompt(
-            f"passphrase of {alias}", hide_input=True
-        )
-        return Account.from_key(Account.decrypt(json.loads(keyfile.read_text()), passphrase))
-    raw = os.environ.get(env_var)
-    if raw:
-        return Account.from_key(raw.strip())
-    return None
+@contextlib.contextmanager
+def usage_errors() -> Iterator[None]:
+    """A config mistake (:class:`ConfigError`) as a one-line usage error (exit code 2)."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
 
 
 def setup_logging(verbose: bool) -> None:
@@ -118,97 +56,6 @@ def setup_logging(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
-    )
-
-
-class Tier0Rates(Mapping[int, int]):
-    """First-tier rates read from the registry on first use, so that a node that is down at
-    start-up fails a tick (retried by the loop) rather than the start."""
-
-    def __init__(self, registry: RegistryClient, market_ids: Sequence[int]) -> None:
-        self.registry = registry
-        self.market_ids = tuple(market_ids)
-        self._rates: dict[int, int] = {}
-
-    def __getitem__(self, market_id: int) -> int:
-        if market_id not in self.market_ids:
-            raise KeyError(market_id)
-        if market_id not in self._rates:
-            self._rates[market_id] = self.registry.tier0_rate(market_id)
-        return self._rates[market_id]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.market_ids)
-
-    def __len__(self) -> int:
-        return len(self.market_ids)
-
-
-def risk_model(
-    section: dict[str, Any], registry: RegistryClient, markets: Sequence[KeeperMarket]
-) -> LiveRiskModel:
-    """The keeper's model: ``kind: calibrated`` (default, the backtested model; its first-tier
-    rates are read from the registry) or ``kind: ewma``."""
-    settings = dict(section)
-    kind = settings.pop("kind", "calibrated")
-    if kind == "ewma":
-        return EwmaRiskModel(**_pick(settings, EwmaRiskModel))
-    if kind != "calibrated":
-        raise click.UsageError(f"unknown model kind {kind!r}: use 'calibrated' or 'ewma'")
-    allowed = {"bar_seconds", "horizon"}
-    unknown = set(settings) - allowed
-    if unknown:
-        raise click.UsageError(f"unknown setting(s) {sorted(unknown)} for the calibrated model")
-    return CalibratedRiskModel(Tier0Rates(registry, [m.market_id for m in markets]), **settings)
-
-
-def build_keeper(
-    cfg: dict[str, Any],
-    w3: Any,
-    registry_address: str,
-    key: LocalAccount | None,
-    dry_run: bool,
-    echo: Any = print,
-) -> Keeper:
-    """A keeper from the config; histories named in the config are loaded. No key or
-    ``dry_run``: no sender (dry run)."""
-    config = KeeperConfig(
-        markets=keeper_markets(cfg), **_pick(cfg.get("keeper") or {}, KeeperConfig)
-    )
-    registry = RegistryClient(w3, registry_address)
-    model = risk_model(cfg.get("model") or {}, registry, config.markets)
-    sender = None if dry_run or key is None else TxSender(w3, key, sender_config(cfg))
-    keeper = Keeper(
-        config,
-        registry,
-        FeedClient(w3),
-        model,
-        key,
-        sender,
-        None,
-        BotMetrics("keeper"),
-        echo=echo,
-    )
-    for m in cfg.get("markets", []):
-        if m.get("history"):
-            times, prices = read_history_csv(m["history"])
-            keeper.warm_up(int(m["id"]), times, prices)
-    return keeper
-
-
-def build_liquidator(
-    cfg: dict[str, Any], w3: Any, engine_address: str, key: LocalAccount | None, dry_run: bool
-) -> Liquidator:
-    """A liquidation bot from the config (dry run without a key)."""
-    sender = None if dry_run or key is None else TxSender(w3, key, sender_config(cfg))
-    section = dict(cfg.get("liquidator") or {})
-    return Liquidator(
-        EngineClient(w3, engine_address),
-        sender,
-        LiquidatorConfig(
-            **_pick(section, LiquidatorConfig, {"subaccount": "liquidator_subaccount"})
-        ),
-        BotMetrics("liquidator"),
     )
 
 
@@ -252,6 +99,7 @@ def _run(name: str, w3: Any, tick: Any, cfg: dict[str, Any], metrics: BotMetrics
 @click.option("--dry-run", is_flag=True, help="Sign and print batches; send nothing.")
 @click.option("--history", "histories", multiple=True, help="MARKET_ID=CSV warm-up history.")
 @verbose_option
+@usage_errors()
 def keeper_command(
     config_path: str | None,
     rpc: str | None,
@@ -291,6 +139,7 @@ def keeper_command(
 @click.option("--engine", help="Engine address (overrides the config).")
 @click.option("--dry-run", is_flag=True, help="Scan and log the plan; send nothing.")
 @verbose_option
+@usage_errors()
 def liquidator_command(
     config_path: str | None,
     rpc: str | None,
@@ -329,6 +178,7 @@ def liquidator_command(
 @click.option("--start-price", type=float, default=60_000.0, show_default=True)
 @click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds per step.")
 @verbose_option
+@usage_errors()
 def replay_command(
     config_path: str | None,
     rpc: str | None,
@@ -367,6 +217,7 @@ def replay_command(
 @rpc_option
 @click.option("--registry", help="Registry address (overrides the config).")
 @click.option("--engine", help="Engine address (overrides the config).")
+@usage_errors()
 def status_command(
     config_path: str | None, rpc: str | None, registry: str | None, engine: str | None
 ) -> None:
@@ -410,12 +261,8 @@ COMMANDS = [keeper_command, liquidator_command, replay_command, status_command]
 
 __all__ = [
     "COMMANDS",
-    "build_keeper",
-    "build_liquidator",
     "keeper_command",
     "liquidator_command",
-    "load_config",
-    "load_key",
     "ops",
     "replay_command",
     "status_command",

@@ -5,7 +5,8 @@
         --prices ../shared/data/binance_btcusdt_1h.csv --from 2020-03-11 --to 2020-03-14
 
 ape-foundry starts anvil and stops it when the script ends. The logic lives in
-``offchain/demo.py``; this script parses the options, sets up the log and prints the summary.
+``offchain/devnet/`` (scenario, run, report); this script parses the options, sets up the log
+and prints the summary.
 """
 
 from __future__ import annotations
@@ -19,18 +20,18 @@ from ape import accounts, chain
 from ape.cli import ConnectedProviderCommand, network_option
 from ape.logging import logger as ape_logger
 
-from offchain.demo import (
+from offchain.devnet.demo import run_demo
+from offchain.devnet.report import format_summary
+from offchain.devnet.scenario import (
     DEFAULT_SEED,
     DemoConfig,
     Scenario,
     demo_actors,
-    format_summary,
-    run_demo,
     seeded_scenario,
-    stop_devnet,
     window_scenario,
 )
-from offchain.prices import parse_date
+from offchain.devnet.system import stop_devnet
+from offchain.risk.prices import parse_date
 
 QUIET_LOGGERS = ("dmm.tx", "dmm.replay")
 

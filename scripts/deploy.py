@@ -2,7 +2,7 @@
 
     ape run deploy --config deploy/testnet.yaml --network ethereum:sepolia:node --account ALIAS
 
-Everything in the file is checked first (``offchain/deploy_config.py``); an unsafe setting
+Everything in the file is checked first (``offchain/protocol/deploy_config.py``); an unsafe setting
 stops the script before any transaction. ``--dry-run`` prints the plan and sends nothing.
 """
 
@@ -15,7 +15,7 @@ from ape import accounts, project
 from ape.cli import ConnectedProviderCommand, network_option
 
 from offchain import WAD
-from offchain.deploy_config import DeployConfigError, DeploySpec, load_deploy_spec
+from offchain.protocol.deploy_config import DeployConfigError, DeploySpec, load_deploy_spec
 
 
 def print_plan(spec: DeploySpec) -> None:

@@ -8,8 +8,8 @@ import pytest
 from eth_account import Account
 from hypothesis import HealthCheck, settings
 
-from offchain.devnet import DEVNET_GUARDRAILS, DEVNET_INITIAL_RATIO, DEVNET_TIERS
-from offchain.signing import RiskUpdate, sign_batch_multi
+from offchain.devnet.system import DEVNET_GUARDRAILS, DEVNET_INITIAL_RATIO, DEVNET_TIERS
+from offchain.protocol.signing import RiskUpdate, sign_batch_multi
 
 WAD = 10**18
 MARKET_BTC = 1

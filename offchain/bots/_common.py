@@ -8,8 +8,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from offchain.chain import Block, connect
-from offchain.cli_ops import load_config, load_key
+from offchain.bots.builders import load_config, load_key
+from offchain.protocol.chain import Block, connect
 
 log = logging.getLogger("dmm.bots")
 
@@ -28,7 +28,7 @@ _operator_logs()
 
 
 def bot_config() -> dict[str, Any]:
-    """The YAML file named by ``DMM_CONFIG`` (see ``offchain/keeper.example.yaml``)."""
+    """The YAML file named by ``DMM_CONFIG`` (see ``offchain/bots/keeper.example.yaml``)."""
     path = os.environ.get("DMM_CONFIG")
     if not path:
         raise RuntimeError("set DMM_CONFIG to the bot's YAML config")

@@ -34,9 +34,10 @@ import numpy as np
 from eth_account.signers.local import LocalAccount
 
 from offchain import WAD
-from offchain.chain import Block, FeedClient, FeedReading, RegistryClient, rpc
-from offchain.keeper_models import LiveRiskModel, Proposal
-from offchain.margin_math import (
+from offchain.bots.keeper_models import LiveRiskModel, Proposal
+from offchain.bots.metrics import BotMetrics
+from offchain.protocol.chain import Block, FeedClient, FeedReading, RegistryClient, rpc
+from offchain.protocol.margin_math import (
     Guardrails,
     MarketState,
     UpdateRejected,
@@ -44,9 +45,8 @@ from offchain.margin_math import (
     clamp_multiplier,
     with_funding_bound,
 )
-from offchain.metrics import BotMetrics
-from offchain.signing import RiskUpdate, batch_digest, recover_signer, sign_batch
-from offchain.tx_sender import SentTx, SimulationReverted, TxSender
+from offchain.protocol.signing import RiskUpdate, batch_digest, recover_signer, sign_batch
+from offchain.protocol.tx_sender import SentTx, SimulationReverted, TxSender
 
 log = logging.getLogger("dmm.keeper")
 
@@ -73,7 +73,7 @@ class KeeperMarket:
 
 @dataclass(frozen=True)
 class KeeperConfig:
-    """The keeper's policy (see ``offchain/keeper.example.yaml``)."""
+    """The keeper's policy (see ``offchain/bots/keeper.example.yaml``)."""
 
     markets: tuple[KeeperMarket, ...]
     hysteresis: float = 0.05  # skip a multiplier change smaller than 5% of the target

@@ -1,6 +1,6 @@
 """The keeper as a Silverback bot: one tick per new block, time from the block.
 
-    DMM_CONFIG=offchain/keeper.example.yaml DMM_KEEPER_KEY=0x... \\
+    DMM_CONFIG=offchain/bots/keeper.example.yaml DMM_KEEPER_KEY=0x... \\
         silverback run offchain.bots.keeper_bot:bot --network ethereum:local:foundry
 
 The hot key comes from ``DMM_KEEPER_KEY`` (or ``--account``-style alias through ``dmm keeper``);
@@ -16,8 +16,8 @@ from ape import chain
 from silverback import SilverbackBot
 
 from offchain.bots._common import NonOverlapping, as_block, bot_config, bot_key, bot_web3
-from offchain.cli_ops import build_keeper
-from offchain.metrics import serve
+from offchain.bots.builders import build_keeper
+from offchain.bots.metrics import serve
 
 bot = SilverbackBot()
 _cfg = bot_config()

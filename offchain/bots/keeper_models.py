@@ -2,14 +2,14 @@
 
 Two models share one interface (:class:`LiveRiskModel`):
 
-- :class:`CalibratedRiskModel`, the default: the backtested model of :mod:`offchain.calibration`
-  (filtered historical simulation on a dual EWMA filter, covering the 99% one-hour VaR, floored
-  at a fraction of the stressed ES) run on bars of the keeper's accepted feed readings. What the
-  keeper signs is what ``dmm backtest`` validated on real data;
+- :class:`CalibratedRiskModel`, the default: the backtested model of
+  :mod:`offchain.risk.calibration` (filtered historical simulation on a dual EWMA filter, covering
+  the 99% one-hour VaR, floored at a fraction of the stressed ES) run on bars of the keeper's
+  accepted feed readings. What the keeper signs is what ``dmm backtest`` validated on real data;
 - :class:`EwmaRiskModel`, a transparent fallback: EWMA volatility over a reference volatility.
 
 Both return a :class:`Proposal` *before* clamping; the keeper clamps it to the on-chain guardrails
-and applies hysteresis (:func:`offchain.keeper.decide`).
+and applies hysteresis (:func:`offchain.bots.keeper.decide`).
 """
 
 from __future__ import annotations
@@ -24,15 +24,15 @@ import numpy.typing as npt
 from eth_utils import keccak
 
 from offchain import WAD
-from offchain.calibration import (
+from offchain.protocol.margin_math import MarketState, Tier
+from offchain.risk.calibration import (
     DEFAULT_POLICY,
     RECOMMENDED_MODEL,
     Policy,
     latest_targets_many,
     model_hash,
 )
-from offchain.margin_math import MarketState, Tier
-from offchain.risk_measures import RiskModel
+from offchain.risk.risk_measures import RiskModel
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -81,7 +81,7 @@ def to_bars(times: IntArray, prices: FloatArray, bar_seconds: int) -> tuple[IntA
 class CalibratedRiskModel:
     """The backtested calibration, live: the latest value of the walk-forward pipeline, with its
     empirical tails and stressed floor refreshed at every call
-    (:func:`offchain.calibration.latest_targets_many`).
+    (:func:`offchain.risk.calibration.latest_targets_many`).
 
     Accepted readings are grouped into bars of ``bar_seconds`` (3,600 on a real network, where
     the model's hourly parameters apply; a devnet replaying one hourly price per block uses its

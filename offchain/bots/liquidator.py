@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from offchain import WAD
-from offchain.chain import Block, EngineClient, Health, Subaccount
-from offchain.metrics import BotMetrics
-from offchain.tx_sender import SimulationReverted, TxFailed, TxSender
+from offchain.bots.metrics import BotMetrics
+from offchain.protocol.chain import Block, EngineClient, Health, Subaccount
+from offchain.protocol.tx_sender import SimulationReverted, TxFailed, TxSender
 
 log = logging.getLogger("dmm.liquidator")
 
@@ -41,7 +41,7 @@ RIVAL_REASONS = (
 
 @dataclass(frozen=True)
 class LiquidatorConfig:
-    """The liquidator's policy (see ``offchain/keeper.example.yaml``)."""
+    """The liquidator's policy (see ``offchain/bots/keeper.example.yaml``)."""
 
     liquidator_subaccount: int = 1  # the bot's subaccount that takes positions over
     max_actions_per_tick: int = 50  # accounts handled per tick, worst first

@@ -1,6 +1,6 @@
 """The liquidation bot as a Silverback bot: one scan (and its liquidations) per new block.
 
-    DMM_CONFIG=offchain/keeper.example.yaml DMM_LIQUIDATOR_KEY=0x... \\
+    DMM_CONFIG=offchain/bots/keeper.example.yaml DMM_LIQUIDATOR_KEY=0x... \\
         silverback run offchain.bots.liquidator_bot:bot --network ethereum:local:foundry
 
 Without ``DMM_LIQUIDATOR_KEY`` it runs dry (scans and logs what it would do).
@@ -14,8 +14,8 @@ from ape import chain
 from silverback import SilverbackBot
 
 from offchain.bots._common import NonOverlapping, as_block, bot_config, bot_key, bot_web3
-from offchain.cli_ops import build_liquidator
-from offchain.metrics import serve
+from offchain.bots.builders import build_liquidator
+from offchain.bots.metrics import serve
 
 bot = SilverbackBot()
 _cfg = bot_config()

@@ -16,8 +16,8 @@ from typing import Any
 
 from web3 import Web3
 
-from offchain.chain import Block, RpcUnavailable, latest_block
-from offchain.metrics import BotMetrics
+from offchain.bots.metrics import BotMetrics
+from offchain.protocol.chain import Block, RpcUnavailable, latest_block
 
 log = logging.getLogger("dmm.loop")
 

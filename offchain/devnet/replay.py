@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from offchain.chain import FeedClient
-from offchain.tx_sender import SentTx, TxSender
+from offchain.protocol.chain import FeedClient
+from offchain.protocol.tx_sender import SentTx, TxSender
 
 log = logging.getLogger("dmm.replay")
 

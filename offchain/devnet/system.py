@@ -10,12 +10,14 @@ an account authorised to call ``settle_trade`` (it stands in for an order book).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from offchain import WAD
-from offchain.margin_math import Guardrails, Tier
+from offchain.protocol.margin_math import Guardrails, Tier
 
 USDC = 10**6
 FEED_DECIMALS = 8
@@ -180,3 +182,28 @@ __all__ = [
     "System",
     "deploy_system",
 ]
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (Linux ``/proc``; just ``pid`` elsewhere)."""
+    pids = [pid]
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            pids += [p for child in children.read_text().split() for p in process_tree(int(child))]
+        except OSError:
+            continue
+    return pids
+
+
+def stop_devnet(provider: Any, timeout: float = 10.0) -> None:
+    """Disconnect ape's provider and wait until the node it started has exited.
+
+    The npm ``anvil`` launcher forwards the stop signal to the anvil binary and exits at once,
+    so the binary may still be shutting down when ape returns: wait for the whole process tree.
+    """
+    process = getattr(provider, "process", None)
+    pids = process_tree(process.pid) if process is not None else []
+    provider.disconnect()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+        time.sleep(0.05)

@@ -18,8 +18,8 @@ from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.exceptions import ContractLogicError
 
-from offchain.margin_math import Guardrails, MarketState
-from offchain.signing import RiskUpdate
+from offchain.protocol.margin_math import Guardrails, MarketState
+from offchain.protocol.signing import RiskUpdate
 
 T = TypeVar("T")
 

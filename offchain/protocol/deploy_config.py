@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from offchain import WAD
-from offchain.margin_math import Guardrails, Tier, validate_guardrails, validate_tiers
+from offchain.protocol.margin_math import Guardrails, Tier, validate_guardrails, validate_tiers
 
 # Limits beyond which a setting is refused as unsafe (not merely unusual).
 MAX_PRICE_BAND = WAD // 10  # a trade more than 10% off the oracle is not a trade

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from offchain import WAD
-from offchain.signing import RiskUpdate
+from offchain.protocol.signing import RiskUpdate
 
 MAX_TIERS = 8
 MAX_MULTIPLIER = 2**64 - 1  # packed in 64 bits on-chain (about 18.4x)

@@ -27,7 +27,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 
-from offchain.chain import RpcUnavailable, revert_reason, rpc
+from offchain.protocol.chain import RpcUnavailable, revert_reason, rpc
 
 log = logging.getLogger("dmm.tx")
 T = TypeVar("T")

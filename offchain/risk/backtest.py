@@ -3,11 +3,12 @@
 For each hour ``t`` after a warm-up (720 hours: the first GARCH fit and a month of residuals):
 
 1. every model computes its rate from the closes up to candle ``t`` only
-   (:func:`offchain.calibration.target_series`; all of its pieces are causal);
+   (:func:`offchain.risk.calibration.target_series`; all of its pieces are causal);
 2. the keeper's policy turns it into a multiplier, clamps it with ``margin_math`` and pushes it
-   unless the change is inside the hysteresis band (:func:`offchain.calibration.push_decision`);
+   unless the change is inside the hysteresis band
+   (:func:`offchain.risk.calibration.push_decision`);
    the update lands at the close of candle ``t`` and is applied with
-   :func:`offchain.margin_math.apply_update`, exactly as the registry would;
+   :func:`offchain.protocol.margin_math.apply_update`, exactly as the registry would;
 3. the maintenance rate in force right after it (``margin_math.multiplier_in_force``: the ramped
    multiplier during an increase ramp, the stale multiplier if the market went stale) must
    cover the loss over the next ``h`` candles: ``1 - P_{t+h}/P_t`` for a long and
@@ -62,7 +63,18 @@ import numpy.typing as npt
 from scipy import stats
 from scipy.special import xlogy
 
-from offchain.calibration import (
+from offchain.protocol.margin_math import (
+    Guardrails,
+    MarketState,
+    Tier,
+    apply_update,
+    clamp_multiplier,
+    multiplier_in_force,
+    validate_guardrails,
+    validate_tiers,
+)
+from offchain.protocol.signing import RiskUpdate
+from offchain.risk.calibration import (
     DEFAULT_GUARDRAILS,
     DEFAULT_POLICY,
     DEFAULT_TIERS,
@@ -74,19 +86,8 @@ from offchain.calibration import (
     stressed_es_series,
     target_series,
 )
-from offchain.margin_math import (
-    Guardrails,
-    MarketState,
-    Tier,
-    apply_update,
-    clamp_multiplier,
-    multiplier_in_force,
-    validate_guardrails,
-    validate_tiers,
-)
-from offchain.prices import HOUR, Candles
-from offchain.risk_measures import RiskModel, check_confidence
-from offchain.signing import RiskUpdate
+from offchain.risk.prices import HOUR, Candles
+from offchain.risk.risk_measures import RiskModel, check_confidence
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -302,7 +303,8 @@ def replay_guardrails(
     """Replay hourly proposals through the keeper's policy and the registry's rules.
 
     ``rates[i]`` is proposed at ``times[i]`` (an update stamped and landing then); the result is
-    the first tier's rate under :func:`~offchain.margin_math.multiplier_in_force` right after.
+    the first tier's rate under :func:`~offchain.protocol.margin_math.multiplier_in_force`
+    right after.
     """
     from tqdm import tqdm
 

@@ -2,8 +2,8 @@
 
 Pipeline, per market and per hour (the keeper and the backtest run the same functions):
 
-1. **Risk rate.** :func:`offchain.risk_measures.risk_series` gives VaR and ES for longs and shorts
-   over the horizon as fractions of notional; the model's ``measure`` picks which one the
+1. **Risk rate.** :func:`offchain.risk.risk_measures.risk_series` gives VaR and ES for longs and
+   shorts over the horizon as fractions of notional; the model's ``measure`` picks which one the
    maintenance rate must cover (the larger side).
 2. **Anti-procyclicality: a stressed floor.** The rate never falls below ``floor_fraction`` of
    the *stressed ES*: the historical ES at the model's confidence of ``h``-hour returns over a
@@ -20,15 +20,16 @@ Pipeline, per market and per hour (the keeper and the backtest run the same func
    ETH) binds in 3% and 0.6% of the hours and keeps the rate on target.
 3. **Multiplier.** ``m = ceil(rate * WAD**2 / tier0_rate)`` in wei, so that the first tier's
    maintenance rate ``tier0_rate * m / WAD`` covers the rate (:func:`multiplier_for_rate`).
-4. **Clamp** with :func:`offchain.margin_math.clamp_multiplier`: the closest value the registry
-   accepts now (bounds, step limits, decrease interval). Nothing is clamped on-chain.
+4. **Clamp** with :func:`offchain.protocol.margin_math.clamp_multiplier`: the closest value the
+   registry accepts now (bounds, step limits, decrease interval). Nothing is clamped on-chain.
 5. **Hysteresis.** A change smaller than ``hysteresis`` (relative to the current target) is not
    pushed, unless the market would go stale before the next run (``heartbeat``) or has no
    update yet (:func:`push_decision`).
-6. **Update.** A :class:`offchain.signing.RiskUpdate` stamped with the close time of the last
-   candle and a ``model_hash``: keccak-256 of the canonical JSON (sorted keys, no spaces) of the
-   model version, its parameters and the data window (first and last timestamp, number of
-   prices). It is checked with :func:`offchain.margin_math.apply_update` before it is returned.
+6. **Update.** A :class:`offchain.protocol.signing.RiskUpdate` stamped with the close time of the
+   last candle and a ``model_hash``: keccak-256 of the canonical JSON (sorted keys, no spaces) of
+   the model version, its parameters and the data window (first and last timestamp, number of
+   prices). It is checked with :func:`offchain.protocol.margin_math.apply_update` before it is
+   returned.
 
 Defaults (``DEFAULT_TIERS``, ``DEFAULT_GUARDRAILS``), chosen for a BTC- or ETH-like perpetual:
 
@@ -65,7 +66,7 @@ import numpy.typing as npt
 from eth_utils import keccak
 
 from offchain import WAD
-from offchain.margin_math import (
+from offchain.protocol.margin_math import (
     Guardrails,
     MarketState,
     Tier,
@@ -77,8 +78,9 @@ from offchain.margin_math import (
     validate_tiers,
     with_funding_bound,
 )
-from offchain.prices import HOUR, Candles
-from offchain.risk_measures import (
+from offchain.protocol.signing import RiskUpdate
+from offchain.risk.prices import HOUR, Candles
+from offchain.risk.risk_measures import (
     MarketsRisk,
     RiskModel,
     RiskSeries,
@@ -90,8 +92,7 @@ from offchain.risk_measures import (
     rolling_tail,
     to_notional_loss,
 )
-from offchain.signing import RiskUpdate
-from offchain.volatility import ANNUALISATION, HOURS_PER_YEAR
+from offchain.risk.volatility import ANNUALISATION, HOURS_PER_YEAR
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -124,7 +125,7 @@ RECOMMENDED_MODEL = RiskModel(
 )
 """Filtered historical simulation on a fast/slow EWMA filter (0.97 / 0.7), both sides pooled,
 covering the 99% VaR over one hour (the backtest's target; see the module docstring of
-:mod:`offchain.backtest` for why VaR and not ES at the same confidence)."""
+:mod:`offchain.risk.backtest` for why VaR and not ES at the same confidence)."""
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
-from offchain.prices import Candles
-from offchain.volatility import (
+from offchain.risk.prices import Candles
+from offchain.risk.volatility import (
     DualEWMAVolatility,
     EWMAVolatility,
     GarchT,

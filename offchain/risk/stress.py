@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from offchain.prices import HOUR, Candles
-from offchain.risk_measures import Side, check_side
+from offchain.risk.prices import HOUR, Candles
+from offchain.risk.risk_measures import Side, check_side
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -40,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.signal import lfilter
 
-from offchain.prices import Candles
+from offchain.risk.prices import Candles
 
 FloatArray = npt.NDArray[np.float64]
 

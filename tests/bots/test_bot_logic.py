@@ -8,21 +8,21 @@ import numpy as np
 import pytest
 
 from offchain import WAD
-from offchain.chain import Health, Subaccount
-from offchain.devnet import DEVNET_GUARDRAILS
-from offchain.keeper import (
+from offchain.bots.keeper import (
     KeeperConfig,
     KeeperMarket,
     check_reading,
     decide,
     read_history_csv,
 )
-from offchain.keeper_models import EwmaRiskModel, Proposal
-from offchain.liquidator import worst_first
-from offchain.margin_math import MarketState
-from offchain.metrics import Watchdog
-from offchain.replay import CrashScenario, crash_scenario
-from offchain.tx_sender import SenderConfig, backoff_delays, bump_fee
+from offchain.bots.keeper_models import EwmaRiskModel, Proposal
+from offchain.bots.liquidator import worst_first
+from offchain.bots.metrics import Watchdog
+from offchain.devnet.replay import CrashScenario, crash_scenario
+from offchain.devnet.system import DEVNET_GUARDRAILS
+from offchain.protocol.chain import Health, Subaccount
+from offchain.protocol.margin_math import MarketState
+from offchain.protocol.tx_sender import SenderConfig, backoff_delays, bump_fee
 
 NOW = 1_800_000_000
 CONFIG = KeeperConfig((KeeperMarket(1, "0x" + "11" * 20, "BTC"),))
@@ -178,7 +178,7 @@ def test_load_key__ape_alias_decrypted_with_passphrase(tmp_path, monkeypatch):
 
     from eth_account import Account
 
-    from offchain.cli_ops import load_key
+    from offchain.bots.builders import load_key
 
     keeper = Account.from_key(b"\x05" * 32)
     (tmp_path / "accounts").mkdir()
@@ -197,7 +197,7 @@ def test_load_key__ape_alias_decrypted_with_passphrase(tmp_path, monkeypatch):
 def test_batch_deadline__rounded_to_the_minute_only_when_cosigning():
     from dataclasses import replace
 
-    from offchain.keeper import batch_deadline
+    from offchain.bots.keeper import batch_deadline
 
     assert batch_deadline(NOW + 17, CONFIG) == NOW + 17 + CONFIG.deadline_seconds
     cosign = replace(CONFIG, cosign_dir="/tmp/cosign")

@@ -9,10 +9,15 @@ import numpy as np
 import pytest
 
 from offchain import WAD
-from offchain.calibration import RECOMMENDED_MODEL, multiplier_for_rate, snapshot_at, target_series
-from offchain.keeper_models import CalibratedRiskModel, EwmaRiskModel, to_bars
-from offchain.margin_math import MarketState
-from offchain.prices import Candles
+from offchain.bots.keeper_models import CalibratedRiskModel, EwmaRiskModel, to_bars
+from offchain.protocol.margin_math import MarketState
+from offchain.risk.calibration import (
+    RECOMMENDED_MODEL,
+    multiplier_for_rate,
+    snapshot_at,
+    target_series,
+)
+from offchain.risk.prices import Candles
 
 TIER0 = 5 * 10**15  # 0.5%
 HOUR = 3600
@@ -118,13 +123,13 @@ class _Registry:
 
 
 def _markets():
-    from offchain.keeper import KeeperMarket
+    from offchain.bots.keeper import KeeperMarket
 
     return (KeeperMarket(1, "0x" + "01" * 20, "BTC"),)
 
 
 def test_risk_model__calibrated_by_default_rates_read_once_on_first_use():
-    from offchain.cli_ops import risk_model
+    from offchain.bots.builders import risk_model
 
     registry = _Registry()
     model = risk_model({}, registry, _markets())
@@ -137,13 +142,12 @@ def test_risk_model__calibrated_by_default_rates_read_once_on_first_use():
 
 
 def test_risk_model__ewma_and_unknown_kind():
-    import click
 
-    from offchain.cli_ops import risk_model
+    from offchain.bots.builders import ConfigError, risk_model
 
     model = risk_model({"kind": "ewma", "lam": 0.9}, _Registry(), _markets())
     assert model == EwmaRiskModel(lam=0.9)
-    with pytest.raises(click.UsageError, match="unknown model kind 'garch'"):
+    with pytest.raises(ConfigError, match="unknown model kind 'garch'"):
         risk_model({"kind": "garch"}, _Registry(), _markets())
-    with pytest.raises(click.UsageError, match="lam"):
+    with pytest.raises(ConfigError, match="lam"):
         risk_model({"lam": 0.9}, _Registry(), _markets())

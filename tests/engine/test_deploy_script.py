@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from offchain.deploy_config import load_deploy_spec
+from offchain.protocol.deploy_config import load_deploy_spec
 from scripts.deploy import deploy
 from tests.conftest import WAD
 from tests.engine.conftest import FEED_DECIMALS, feed_answer

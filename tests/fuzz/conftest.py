@@ -18,8 +18,8 @@ import pytest
 from eth_account import Account
 from hypothesis import HealthCheck, settings
 
-from offchain.devnet import DEVNET_GUARDRAILS, DEVNET_TIERS
-from offchain.signing import RiskUpdate, sign_batch
+from offchain.devnet.system import DEVNET_GUARDRAILS, DEVNET_TIERS
+from offchain.protocol.signing import RiskUpdate, sign_batch
 
 WAD = 10**18
 MARKET_BTC = 1

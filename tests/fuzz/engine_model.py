@@ -2,7 +2,7 @@
 
 Every operation works on a copy of the state and either returns the revert string the
 contract would raise (state untouched) or commits. Margin requirements and funding rates are
-read from the registry (its own reference lives in ``offchain/margin_math.py``), feeds are
+read from the registry (its own reference lives in ``offchain/protocol/margin_math.py``), feeds are
 modelled as (WAD price, updated_at) pairs.
 """
 

@@ -1,4 +1,5 @@
-"""Registry properties that need many transactions, on titanoboa against offchain.margin_math.
+"""Registry properties that need many transactions, on titanoboa, against
+offchain.protocol.margin_math.
 
 - A stateful machine: random signed batches (valid, outside the guardrails, replayed, badly
   signed, for unknown markets), time jumps, pauses and reconfigurations over three markets
@@ -23,9 +24,9 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from offchain import margin_math as ref
-from offchain.margin_math import Guardrails, MarketState, Tier, UpdateRejected
-from offchain.signing import RiskUpdate, sign_batch, to_high_s
+from offchain.protocol import margin_math as ref
+from offchain.protocol.margin_math import Guardrails, MarketState, Tier, UpdateRejected
+from offchain.protocol.signing import RiskUpdate, sign_batch, to_high_s
 from tests.fuzz.conftest import GUARDRAILS, TIERS, WAD, deployer
 
 KEYS = [Account.from_key(bytes([0x51 + i]) * 32) for i in range(3)]

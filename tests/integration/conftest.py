@@ -19,13 +19,13 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from offchain.chain import EngineClient, FeedClient, RegistryClient, connect
-from offchain.devnet import DevnetMarket, System, deploy_system
-from offchain.keeper import Keeper, KeeperConfig, KeeperMarket
-from offchain.keeper_models import EwmaRiskModel
-from offchain.liquidator import Liquidator, LiquidatorConfig
-from offchain.metrics import BotMetrics
-from offchain.tx_sender import SenderConfig, TxSender
+from offchain.bots.keeper import Keeper, KeeperConfig, KeeperMarket
+from offchain.bots.keeper_models import EwmaRiskModel
+from offchain.bots.liquidator import Liquidator, LiquidatorConfig
+from offchain.bots.metrics import BotMetrics
+from offchain.devnet.system import DevnetMarket, System, deploy_system
+from offchain.protocol.chain import EngineClient, FeedClient, RegistryClient, connect
+from offchain.protocol.tx_sender import SenderConfig, TxSender
 
 MARKET_BTC = 1
 MARKET_ETH = 2

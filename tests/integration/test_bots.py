@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from offchain.chain import latest_block
+from offchain.protocol.chain import latest_block
 from tests.integration.conftest import MARKET_BTC
 
 ROOT = Path(__file__).resolve().parents[2]

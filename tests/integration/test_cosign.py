@@ -8,11 +8,11 @@ from dataclasses import replace
 
 from eth_account import Account
 
-from offchain.chain import FeedClient, latest_block
-from offchain.keeper import Keeper
-from offchain.keeper_models import EwmaRiskModel
-from offchain.metrics import BotMetrics
-from offchain.tx_sender import TxSender
+from offchain.bots.keeper import Keeper
+from offchain.bots.keeper_models import EwmaRiskModel
+from offchain.bots.metrics import BotMetrics
+from offchain.protocol.chain import FeedClient, latest_block
+from offchain.protocol.tx_sender import TxSender
 from tests.integration.conftest import FAST_SENDER, MARKET_BTC, MARKET_ETH, warm_up
 
 SECOND_KEY = Account.from_key(b"\x25" * 32)

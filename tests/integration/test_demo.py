@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from offchain.demo import (
+from offchain.devnet.demo import run_demo
+from offchain.devnet.report import format_summary, multipliers
+from offchain.devnet.scenario import (
     MARKET_BTC,
     MARKET_ETH,
     TOKEN_SCALE,
     DemoActors,
     DemoConfig,
-    format_summary,
-    multipliers,
-    run_demo,
     seeded_scenario,
 )
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 from eth_account import Account
 
 from offchain import WAD
-from offchain.chain import latest_block
-from offchain.devnet import USDC
-from offchain.liquidator import scan
-from offchain.replay import replay
-from offchain.tx_sender import TxSender
+from offchain.bots.liquidator import scan
+from offchain.devnet.replay import replay
+from offchain.devnet.system import USDC
+from offchain.protocol.chain import latest_block
+from offchain.protocol.tx_sender import TxSender
 from tests.integration.conftest import FAST_SENDER, MARKET_BTC, MARKET_ETH, warm_up
 
 BTC = 60_000.0

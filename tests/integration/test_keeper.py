@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from offchain.chain import FeedReading, latest_block
+from offchain.protocol.chain import FeedReading, latest_block
 from tests.integration.conftest import HOUR, MARKET_BTC, MARKET_ETH, warm_up
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from offchain import WAD
-from offchain.chain import latest_block
-from offchain.devnet import USDC
-from offchain.liquidator import Liquidator, LiquidatorConfig, LiquidatorResult, scan
+from offchain.bots.liquidator import Liquidator, LiquidatorConfig, LiquidatorResult, scan
+from offchain.devnet.system import USDC
+from offchain.protocol.chain import latest_block
 from tests.integration.conftest import MARKET_BTC
 
 BTC = 60_000.0
@@ -137,7 +137,7 @@ def test_status_command__shows_markets_and_liquidatable_count(
 def test_metrics__health_fails_until_a_tick_then_passes(w3, underwater):
     import requests
 
-    from offchain.metrics import serve
+    from offchain.bots.metrics import serve
     from tests.integration.conftest import free_port
 
     _, bot = underwater

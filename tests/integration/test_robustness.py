@@ -14,13 +14,13 @@ from eth_account import Account
 from web3 import Web3
 from web3.exceptions import TransactionNotFound
 
-from offchain.chain import FeedClient, RegistryClient, connect, latest_block
-from offchain.devnet import DEVNET_GUARDRAILS, DEVNET_INITIAL_RATIO, DEVNET_TIERS
-from offchain.keeper import Keeper, KeeperConfig, KeeperMarket
-from offchain.keeper_models import EwmaRiskModel
-from offchain.loop import LoopConfig, TooManyFailures, run_loop
-from offchain.metrics import BotMetrics
-from offchain.tx_sender import SenderConfig, TxSender, TxTimeout
+from offchain.bots.keeper import Keeper, KeeperConfig, KeeperMarket
+from offchain.bots.keeper_models import EwmaRiskModel
+from offchain.bots.loop import LoopConfig, TooManyFailures, run_loop
+from offchain.bots.metrics import BotMetrics
+from offchain.devnet.system import DEVNET_GUARDRAILS, DEVNET_INITIAL_RATIO, DEVNET_TIERS
+from offchain.protocol.chain import FeedClient, RegistryClient, connect, latest_block
+from offchain.protocol.tx_sender import SenderConfig, TxSender, TxTimeout
 from tests.integration.conftest import FAST_SENDER, MARKET_BTC, free_port, warm_up
 
 GWEI = 10**9

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from offchain import WAD
-from offchain.deploy_config import DeployConfigError, load_deploy_spec, parse_deploy_spec
+from offchain.protocol.deploy_config import DeployConfigError, load_deploy_spec, parse_deploy_spec
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "testnet.example.yaml"
 

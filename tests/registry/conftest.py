@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from offchain.margin_math import Guardrails, MarketState, Tier
+from offchain.protocol.margin_math import Guardrails, MarketState, Tier
 from tests.conftest import (
     DEFAULT_GUARDRAILS,
     DEFAULT_INITIAL_RATIO,

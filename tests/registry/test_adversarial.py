@@ -7,7 +7,7 @@ import pytest
 from eth_account import Account
 from eth_keys import keys
 
-from offchain.signing import SECP256K1_N, batch_digest, sign_batch, to_high_s
+from offchain.protocol.signing import SECP256K1_N, batch_digest, sign_batch, to_high_s
 from tests.conftest import DEFAULT_GUARDRAILS, MARKET_BTC, WAD
 from tests.registry.conftest import FIRST_MULTIPLIER, configure, land_at, state_of
 

@@ -5,7 +5,7 @@ import re
 import ape
 import pytest
 
-from offchain.margin_math import (
+from offchain.protocol.margin_math import (
     Guardrails,
     MarketState,
     Tier,

@@ -15,8 +15,8 @@ import ape
 from hypothesis import given
 from hypothesis import strategies as st
 
-from offchain import margin_math as ref
-from offchain.margin_math import Guardrails, MarketState, Tier, UpdateRejected
+from offchain.protocol import margin_math as ref
+from offchain.protocol.margin_math import Guardrails, MarketState, Tier, UpdateRejected
 from tests.conftest import DEFAULT_TIERS, MARKET_BTC, MARKET_ETH, WAD
 from tests.registry.conftest import configure, guardrails, view_at
 

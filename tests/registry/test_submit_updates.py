@@ -2,8 +2,8 @@
 
 import pytest
 
-from offchain.margin_math import MarketState, apply_update
-from offchain.signing import batch_digest
+from offchain.protocol.margin_math import MarketState, apply_update
+from offchain.protocol.signing import batch_digest
 from tests.conftest import DEFAULT_GUARDRAILS, MARKET_BTC, MARKET_ETH, WAD
 from tests.registry.conftest import FIRST_MULTIPLIER, configure, land_at, state_of
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from offchain import margin_math as ref
-from offchain.margin_math import MarketState
+from offchain.protocol import margin_math as ref
+from offchain.protocol.margin_math import MarketState
 from tests.conftest import DEFAULT_GUARDRAILS, DEFAULT_INITIAL_RATIO, DEFAULT_TIERS, MARKET_BTC, WAD
 from tests.registry.conftest import configure, guardrails, land_at, state_of, view_at
 

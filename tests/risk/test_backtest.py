@@ -12,7 +12,8 @@ import pytest
 from scipy import stats
 
 from offchain import WAD
-from offchain.backtest import (
+from offchain.protocol.margin_math import Guardrails
+from offchain.risk.backtest import (
     BacktestConfig,
     christoffersen,
     format_table,
@@ -24,9 +25,8 @@ from offchain.backtest import (
     shortfall,
     transition_counts,
 )
-from offchain.calibration import DEFAULT_GUARDRAILS, DEFAULT_TIERS, Policy
-from offchain.margin_math import Guardrails
-from offchain.prices import Candles, load_candles
+from offchain.risk.calibration import DEFAULT_GUARDRAILS, DEFAULT_TIERS, Policy
+from offchain.risk.prices import Candles, load_candles
 from tests.spec_keys import BACKTEST_MODEL_KEYS
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"

@@ -14,7 +14,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from offchain import WAD
-from offchain.calibration import (
+from offchain.protocol.margin_math import (
+    Guardrails,
+    MarketState,
+    UpdateRejected,
+    apply_update,
+    clamp_multiplier,
+)
+from offchain.protocol.signing import RiskUpdate
+from offchain.risk.calibration import (
     DEFAULT_GUARDRAILS,
     DEFAULT_POLICY,
     DEFAULT_TIERS,
@@ -31,16 +39,8 @@ from offchain.calibration import (
     stressed_es_series,
     target_series,
 )
-from offchain.margin_math import (
-    Guardrails,
-    MarketState,
-    UpdateRejected,
-    apply_update,
-    clamp_multiplier,
-)
-from offchain.prices import Candles
-from offchain.risk_measures import RiskModel
-from offchain.signing import RiskUpdate
+from offchain.risk.prices import Candles
+from offchain.risk.risk_measures import RiskModel
 
 T0 = 1_600_000_000 // 3600 * 3600
 TIER0 = DEFAULT_TIERS[0].maintenance_rate  # 0.5%

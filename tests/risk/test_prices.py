@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from offchain.prices import (
+from offchain.risk.prices import (
     Gap,
     find_gaps,
     load_candles,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from offchain.prices import Candles
-from offchain.risk_measures import (
+from offchain.risk.prices import Candles
+from offchain.risk.risk_measures import (
     RiskModel,
     check_confidence,
     empirical_var_es,

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from offchain.prices import Candles, load_candles
-from offchain.volatility import (
+from offchain.risk.prices import Candles, load_candles
+from offchain.risk.volatility import (
     ANNUALISATION,
     HOURS_PER_YEAR,
     DualEWMAVolatility,
@@ -319,3 +319,4 @@ def test_garch_rolling__forecasts_use_only_past_returns():
     np.testing.assert_array_equal(base.sigma2[:1701], after.sigma2[:1701])
     assert not np.array_equal(base.sigma2[1701:], after.sigma2[1701:])
     assert [k for k, _ in base.fits] == [500, 1000, 1500, 2000]
+

@@ -1,0 +1,2 @@
+"""The devnet: deploying a whole system on a local node, replaying prices into mock feeds, and
+the demo (scenario, run, report)."""
