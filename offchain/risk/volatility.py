@@ -347,7 +347,11 @@ def _project_stationary(alpha: float, beta: float) -> tuple[float, float]:
     total = alpha + beta
     if total <= 1:
         return alpha, beta
-    return alpha / total, beta / total
+    alpha, beta = alpha / total, beta / total
+    # The quotients can still sum to 1 + 1 ulp: step beta down until the sum is at most 1.
+    while alpha + beta > 1:
+        beta = float(np.nextafter(beta, 0.0))
+    return alpha, beta
 
 
 def _garch_starts(

@@ -18,6 +18,7 @@ from offchain.risk.volatility import (
     GarchT,
     GarchTParams,
     RangeVolatility,
+    _project_stationary,
     annualise,
     dual_ewma_variance,
     ewma_recursion,
@@ -320,3 +321,19 @@ def test_garch_rolling__forecasts_use_only_past_returns():
     assert not np.array_equal(base.sigma2[1701:], after.sigma2[1701:])
     assert [k for k, _ in base.fits] == [500, 1000, 1500, 2000]
 
+
+@pytest.mark.parametrize(
+    ("alpha", "beta"),
+    [
+        # Plain division leaves these at 1 + 1 ulp (as a 2019 BTC fit once did).
+        (0.2479201936169357, 0.7520798065138726),
+        (0.08351042431179119, 0.9164895760913218),
+        (0.3, 0.70001),
+        (0.1, 0.9),
+    ],
+)
+def test_project_stationary__never_above_one(alpha, beta):
+    a, b = _project_stationary(alpha, beta)
+    assert a + b <= 1.0
+    assert a == pytest.approx(alpha / max(alpha + beta, 1.0), rel=1e-12)
+    assert b == pytest.approx(beta / max(alpha + beta, 1.0), rel=1e-12)
