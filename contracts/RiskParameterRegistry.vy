@@ -14,9 +14,11 @@
             maintenance = min(N, ceil(S(N) * multiplier / WAD**2))
             initial     = min(N, ceil(ceil(S(N) * max(multiplier, target) / WAD**2)
                                       * initial_ratio / WAD))
-        `multiplier` is the one in force now: the stale multiplier once the
-        last update is older than the heartbeat, else the target, except
-        during an increase ramp.
+        `multiplier` is the one in force now: the target, except during an
+        increase ramp; once the last update is older than the heartbeat,
+        max(stale_multiplier, target decayed by max_decrease per
+        min_decrease_interval since the heartbeat). The funding rate in
+        force decays linearly to zero over the heartbeat after that.
 
         Packing: a market's moving state lives in one storage slot, its
         guardrails in two, so that an update costs one cold write. Hence
@@ -436,15 +438,18 @@ def is_configured(market_id: uint256) -> bool:
 @external
 def multiplier(market_id: uint256) -> uint256:
     """
-    @notice The maintenance multiplier in force now (WAD): the stale
-            multiplier if the last update is older than the heartbeat or
-            there is none, else the target, except during an increase ramp.
+    @notice The maintenance multiplier in force now (WAD). Fresh: the
+            target, except during an increase ramp. Stale (no update within
+            the heartbeat): max(stale_multiplier, the last target decayed by
+            max_decrease per min_decrease_interval since the heartbeat), so a
+            silent keeper never lowers margin faster than a live one could;
+            before any update: the stale multiplier.
     @param market_id The market.
     @return uint256 The multiplier.
     """
     bounds: uint256 = self._bounds[market_id]
     assert bounds != 0, "registry: unknown market"
-    return self._multiplier_in_force(self._state[market_id], self._timing[market_id])
+    return self._multiplier_in_force(market_id, self._state[market_id], self._timing[market_id])
 
 
 @view
@@ -508,11 +513,14 @@ def margin_requirements(market_id: uint256, notional: uint256) -> (uint256, uint
 @external
 def funding_rate(market_id: uint256) -> int256:
     """
-    @notice The last accepted funding rate, per second (WAD); positive: longs pay shorts.
+    @notice The funding rate in force, per second (WAD); positive: longs pay
+            shorts. The last accepted rate while the market is fresh; once
+            stale it decays linearly to zero over one more heartbeat, so a
+            rate nobody re-signs stops accruing (also while paused).
     @param market_id The market.
     @return int256 The funding rate.
     """
-    return self._unpack_funding(self._state[market_id])
+    return self._funding_in_force(self._state[market_id], self._timing[market_id])
 
 
 @view
@@ -691,10 +699,15 @@ def _is_stale(state: uint256, timing: uint256) -> bool:
 
 @view
 @internal
-def _multiplier_in_force(state: uint256, timing: uint256) -> uint256:
+def _multiplier_in_force(market_id: uint256, state: uint256, timing: uint256) -> uint256:
+    """
+    @dev The maintenance multiplier at `block.timestamp`. Fresh (last update
+         within the heartbeat): the target, or the increase ramp from
+         `ramp_from` to it, rounded up. Stale: `_stale_multiplier`.
+    """
     updated_at: uint256 = (state >> 176) & MASK_40
     if updated_at == 0 or block.timestamp - updated_at > (timing >> 112) & MASK_40:
-        return timing & MASK_64
+        return self._stale_multiplier(market_id, state, timing)
     target: uint256 = state & MASK_64
     ramp_from: uint256 = (state >> 64) & MASK_64
     elapsed: uint256 = block.timestamp - updated_at
@@ -704,6 +717,63 @@ def _multiplier_in_force(state: uint256, timing: uint256) -> uint256:
     # Rounded up: a ramping requirement never lags the straight line.
     # elapsed < ramp here, so ramp > 0.
     return ramp_from + ((target - ramp_from) * elapsed + ramp - 1) // ramp
+
+
+@view
+@internal
+def _stale_multiplier(market_id: uint256, state: uint256, timing: uint256) -> uint256:
+    """
+    @dev The conservative fallback once updates stop: never below the last
+         target, which decays from the heartbeat on by at most `max_decrease`
+         per `min_decrease_interval` (as fast as keepers could have lowered
+         it), and never below `stale_multiplier`:
+             max(stale, target * (1 - max_decrease) ** n),
+             n = (now - updated_at - heartbeat) // max(min_decrease_interval, 1)
+         The power is taken by squaring, every product rounded up (the decay
+         never runs ahead of the exact one). Before any update: `stale`.
+    """
+    stale: uint256 = timing & MASK_64
+    updated_at: uint256 = (state >> 176) & MASK_40
+    decayed: uint256 = state & MASK_64
+    if updated_at == 0 or decayed <= stale:
+        return stale
+    interval: uint256 = max(timing >> 192, 1)
+    # Stale means now - updated_at > heartbeat, so this cannot underflow.
+    steps: uint256 = (block.timestamp - updated_at - ((timing >> 112) & MASK_40)) // interval
+    base: uint256 = WAD - (self._bounds[market_id] >> 192)
+    # steps < 2**40 (times are below 2**40), so 40 squarings cover every bit.
+    for i: uint256 in range(40):
+        if steps == 0 or decayed <= stale:
+            break
+        if steps & 1 == 1:
+            decayed = self._ceil_div(decayed * base, WAD)
+        steps = steps >> 1
+        if steps != 0:
+            base = self._ceil_div(base * base, WAD)
+    return max(decayed, stale)
+
+
+@view
+@internal
+def _funding_in_force(state: uint256, timing: uint256) -> int256:
+    """
+    @dev The funding rate at `block.timestamp`: the signed rate while fresh,
+         then decaying linearly to zero over one more heartbeat (truncated
+         toward zero), zero after that and before any update.
+    """
+    updated_at: uint256 = (state >> 176) & MASK_40
+    if updated_at == 0:
+        return 0
+    heartbeat: uint256 = (timing >> 112) & MASK_40
+    fresh_until: uint256 = updated_at + heartbeat
+    rate: int256 = self._unpack_funding(state)
+    if block.timestamp <= fresh_until:
+        return rate
+    if block.timestamp >= fresh_until + heartbeat:
+        return 0
+    left: int256 = convert(fresh_until + heartbeat - block.timestamp, int256)
+    # |rate| < 2**47 and left < 2**40: no overflow; Vyper's division truncates toward zero.
+    return rate * left // convert(heartbeat, int256)
 
 
 @view
@@ -735,7 +805,7 @@ def _base_margin(market_id: uint256, notional: uint256) -> uint256:
 def _requirements(market_id: uint256, notional: uint256) -> (uint256, uint256):
     base: uint256 = self._base_margin(market_id, notional)
     state: uint256 = self._state[market_id]
-    m: uint256 = self._multiplier_in_force(state, self._timing[market_id])
+    m: uint256 = self._multiplier_in_force(market_id, state, self._timing[market_id])
     maintenance: uint256 = min(notional, self._ceil_div(base * m, WAD * WAD))
     m_initial: uint256 = max(m, state & MASK_64)
     im_base: uint256 = self._ceil_div(base * m_initial, WAD * WAD)
@@ -801,6 +871,9 @@ def _apply(u: RiskUpdate):
 
     state: uint256 = self._state[u.market_id]
     assert u.observed_at > (state >> 216) & MASK_40, "registry: observed_at not after the last update"
+    # One update per market per block: step limits are per update, so several
+    # updates of one market in a batch (or in one block) could chain them.
+    assert (state >> 176) & MASK_40 != block.timestamp, "registry: market already updated in this block"
     assert u.multiplier >= bounds & MASK_64, "registry: multiplier below minimum"
     assert u.multiplier <= (bounds >> 64) & MASK_64, "registry: multiplier above maximum"
 
@@ -824,7 +897,7 @@ def _apply(u: RiskUpdate):
 
     ramp_from: uint256 = u.multiplier
     if (timing >> 152) & MASK_40 != 0:
-        in_force: uint256 = self._multiplier_in_force(state, timing)
+        in_force: uint256 = self._multiplier_in_force(u.market_id, state, timing)
         if in_force < u.multiplier:
             ramp_from = in_force
 

@@ -10,9 +10,12 @@ Formulas (all integers, WAD = 1e18 fixed point)::
     maintenance = min(N, ceil(S(N) * m / WAD**2))
     initial     = min(N, ceil(ceil(S(N) * max(m, target) / WAD**2) * initial_ratio / WAD))
 
-where ``m`` is the multiplier in force: the stale multiplier when the last update is older than
-``heartbeat`` (or there is none), the target otherwise, except during an increase ramp, when it
-moves linearly (rounded up) from the multiplier in force when the update landed to the target.
+where ``m`` is the multiplier in force: the target, except during an increase ramp, when it moves
+linearly (rounded up) from the multiplier in force when the update landed to the target; once
+the last update is older than ``heartbeat``, ``max(stale_multiplier, target * (1 -
+max_decrease) ** n)`` with ``n`` the whole ``min_decrease_interval`` s since the heartbeat (the
+stale multiplier before any update). The funding rate in force decays linearly to zero over the
+heartbeat after that.
 """
 
 from __future__ import annotations
@@ -151,13 +154,54 @@ def is_stale(state: MarketState, g: Guardrails, now: int) -> bool:
 
 
 def multiplier_in_force(state: MarketState, g: Guardrails, now: int) -> int:
-    """The maintenance multiplier at time ``now`` (stale fallback, then the increase ramp)."""
+    """The maintenance multiplier at time ``now``: the target (or the increase ramp to it) while
+    fresh, :func:`stale_multiplier_in_force` once stale."""
     if is_stale(state, g, now):
-        return g.stale_multiplier
+        return stale_multiplier_in_force(state, g, now)
     elapsed = now - state.updated_at
     if state.ramp_from >= state.target or elapsed >= g.increase_ramp:
         return state.target
     return state.ramp_from + ceil_div((state.target - state.ramp_from) * elapsed, g.increase_ramp)
+
+
+def stale_multiplier_in_force(state: MarketState, g: Guardrails, now: int) -> int:
+    """The conservative fallback of a stale market::
+
+        max(stale, target * (1 - max_decrease) ** n),
+        n = (now - updated_at - heartbeat) // max(min_decrease_interval, 1)
+
+    a silent keeper never lowers margin faster than a live one could. The power is taken by
+    squaring with every product rounded up, exactly as the registry does; before any update the
+    stale multiplier applies.
+    """
+    stale = g.stale_multiplier
+    decayed = state.target
+    if state.updated_at == 0 or decayed <= stale:
+        return stale
+    steps = (now - state.updated_at - g.heartbeat) // max(g.min_decrease_interval, 1)
+    base = WAD - g.max_decrease
+    while steps and decayed > stale:
+        if steps & 1:
+            decayed = ceil_div(decayed * base, WAD)
+        steps >>= 1
+        if steps:
+            base = ceil_div(base * base, WAD)
+    return max(decayed, stale)
+
+
+def funding_rate_in_force(state: MarketState, g: Guardrails, now: int) -> int:
+    """The funding rate at ``now``: the signed rate while fresh, then decaying linearly to zero
+    over one more heartbeat (truncated toward zero), zero after that and before any update."""
+    if state.updated_at == 0:
+        return 0
+    fresh_until = state.updated_at + g.heartbeat
+    if now <= fresh_until:
+        return state.funding_rate
+    left = fresh_until + g.heartbeat - now
+    if left <= 0:
+        return 0
+    magnitude = abs(state.funding_rate) * left // g.heartbeat
+    return magnitude if state.funding_rate >= 0 else -magnitude
 
 
 def maintenance_margin(tiers: Sequence[Tier], multiplier: int, notional: int) -> int:
@@ -200,6 +244,8 @@ def apply_update(state: MarketState, g: Guardrails, update: RiskUpdate, now: int
         raise UpdateRejected("registry: observed_at in the future")
     if update.observed_at <= state.observed_at:
         raise UpdateRejected("registry: observed_at not after the last update")
+    if state.updated_at == now:
+        raise UpdateRejected("registry: market already updated in this block")
     if update.multiplier < g.min_multiplier:
         raise UpdateRejected("registry: multiplier below minimum")
     if update.multiplier > g.max_multiplier:
@@ -254,10 +300,12 @@ __all__ = [
     "base_margin",
     "ceil_div",
     "clamp_multiplier",
+    "funding_rate_in_force",
     "initial_margin",
     "is_stale",
     "maintenance_margin",
     "multiplier_in_force",
+    "stale_multiplier_in_force",
     "steps_apply",
     "validate_guardrails",
     "validate_tiers",

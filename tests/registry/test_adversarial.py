@@ -241,7 +241,7 @@ def test_submit_updates__two_decreases_in_one_batch(
     down = make_update(multiplier=19 * WAD // 10, observed_at=now - 1)
     down_again = make_update(multiplier=18 * WAD // 10, observed_at=now)
 
-    with ape.reverts("registry: decrease inside min interval"):
+    with ape.reverts("registry: market already updated in this block"):
         submit([down, down_again])
     assert registry.target_multiplier(MARKET_BTC) == FIRST_MULTIPLIER
 

@@ -1,5 +1,6 @@
 """submit_updates: accepted batches, what they store (checked against the reference) and log."""
 
+import ape
 import pytest
 
 from offchain.protocol.margin_math import MarketState, apply_update
@@ -187,17 +188,37 @@ def test_submit_updates__two_markets_in_one_batch(registry, owner, submit, make_
     assert batch.updates == 2
 
 
-def test_submit_updates__same_market_twice_steps_from_the_first(
+def test_submit_updates__same_market_twice_in_one_batch(
     registry, submit, make_update, first_update, chain
 ):
+    """Step limits are per update: two updates of one market in a batch (each +50%, with
+    rising observed_at) would chain them, from 2x to 4.5x in one transaction."""
     now = chain.pending_timestamp
     up = make_update(multiplier=3 * WAD, observed_at=now - 1)
     up_again = make_update(multiplier=45 * WAD // 10, observed_at=now)  # +50% of 3x
 
-    submit([up, up_again])
+    with ape.reverts("registry: market already updated in this block"):
+        submit([up, up_again])
 
-    assert registry.target_multiplier(MARKET_BTC) == 45 * WAD // 10
-    assert registry.last_update(MARKET_BTC) == (now, now)
+    assert registry.target_multiplier(MARKET_BTC) == FIRST_MULTIPLIER
+
+
+def test_submit_updates__ten_updates_cannot_climb_from_1x_to_10x(
+    registry, submit, make_update, owner, chain
+):
+    """The audit's proof: one signed batch of rising updates of one market moved it from 1x to
+    10x in one transaction. Now the second update reverts the batch."""
+    now = chain.pending_timestamp
+    submit([make_update(multiplier=WAD, observed_at=now - 100)])
+    climb, m = [], WAD
+    for i in range(10):
+        m = min(m * 3 // 2, 10 * WAD)
+        climb.append(make_update(multiplier=m, observed_at=now - 50 + i))
+
+    with ape.reverts("registry: market already updated in this block"):
+        submit(climb)
+    submit(climb[:1])
+    assert registry.target_multiplier(MARKET_BTC) == 3 * WAD // 2
 
 
 def test_batch_digest__matches_offchain_encoding(registry, make_update, chain):

@@ -82,20 +82,102 @@ def test_multiplier__fresh_through_heartbeat_then_stale(registry, first_update, 
     assert registry.target_multiplier(MARKET_BTC) == 2 * WAD  # the target is kept
 
 
-def test_initial_margin__stale_multiplier_below_target_keeps_target(
+def test_multiplier__stale_keeps_the_last_target_then_decays_as_fast_as_updates_could(
     registry, owner, submit, make_update, chain
 ):
+    """A keeper going silent in a crash must not cut margin: past the heartbeat the 3x target
+    stays in force (not the 1x stale multiplier), then falls by at most 10% per hour."""
     rails = guardrails(stale_multiplier=G.min_multiplier)
     configure(registry, owner, MARKET_BTC, rails=rails)
     update = make_update(multiplier=3 * WAD)
     landed = submit([update]).timestamp
     state = ref.apply_update(MarketState(), rails, update, landed)
+    stale_at = landed + G.heartbeat + 1
 
+    view_at(chain, stale_at)
+    assert registry.is_stale(MARKET_BTC)
+    assert contract_margins(registry) == reference_margins(state, rails, stale_at)
+    assert contract_margins(registry) == (3 * WAD, 15_000 * WAD, 30_000 * WAD)
+
+    # One decrease interval later: 3x * 0.9 = 2.7x; two: 2.43x; at most 10% per hour.
+    previous = 3 * WAD
+    for hours, expected in ((1, 27 * WAD // 10), (2, 243 * WAD // 100), (5, None), (30, None)):
+        at = landed + G.heartbeat + hours * G.min_decrease_interval
+        view_at(chain, at)
+        m, maintenance, initial = contract_margins(registry)
+        assert (m, maintenance, initial) == reference_margins(state, rails, at)
+        if expected is not None:
+            assert m == expected
+        assert G.min_multiplier <= m <= previous
+        previous = m
+    # A day and more later the stale multiplier's floor is reached.
+    view_at(chain, landed + G.heartbeat + 40 * G.min_decrease_interval)
+    assert registry.multiplier(MARKET_BTC) == G.min_multiplier
+
+
+def test_multiplier__stale_below_the_stale_multiplier_rises_to_it(
+    registry, owner, submit, make_update, chain
+):
+    """A calm 1.5x target under a 4x stale multiplier: the stale multiplier applies."""
+    update = make_update(multiplier=15 * WAD // 10)
+    landed = submit([update]).timestamp
     view_at(chain, landed + G.heartbeat + 1)
+    assert registry.multiplier(MARKET_BTC) == G.stale_multiplier
 
-    # Maintenance falls to the 1x stale multiplier; initial stays at the 3x target.
-    expected = reference_margins(state, rails, landed + G.heartbeat + 1)
-    assert contract_margins(registry) == expected == (WAD, 5_000 * WAD, 30_000 * WAD)
+
+@given(
+    target=st.integers(G.min_multiplier, G.max_multiplier),
+    stale=st.integers(G.min_multiplier, G.max_multiplier),
+    max_decrease=st.integers(1, WAD - 1),
+    interval=st.integers(0, 10**6),
+    after=st.integers(1, 2**39),
+)
+def test_stale_multiplier_in_force__bounds(target, stale, max_decrease, interval, after):
+    """Never below the stale multiplier nor below the exact geometric decay of the target;
+    never above the target once it is above the stale multiplier; non-increasing in time."""
+    rails = guardrails(
+        stale_multiplier=stale, max_decrease=max_decrease, min_decrease_interval=interval
+    )
+    state = MarketState(target=target, ramp_from=target, updated_at=1_000)
+    now = 1_000 + G.heartbeat + after
+    m = ref.stale_multiplier_in_force(state, rails, now)
+    assert m >= stale
+    steps = after // max(interval, 1)
+    if steps < 200:
+        from fractions import Fraction
+
+        exact = Fraction(target) * (Fraction(WAD - max_decrease, WAD) ** steps)
+        assert m >= exact
+    assert m <= max(target, stale)
+    assert ref.stale_multiplier_in_force(state, rails, now + max(interval, 1)) <= m
+
+
+@pytest.mark.parametrize(
+    "rate", [3 * 10**11 + 7, -(3 * 10**11 + 7)], ids=["longs-pay", "shorts-pay"]
+)
+def test_funding_rate__decays_to_zero_over_the_heartbeat_after_it(
+    registry, submit, make_update, chain, rate
+):
+    """A rate nobody re-signs stops accruing: full until the heartbeat, then linear to zero."""
+    update = make_update(multiplier=2 * WAD, funding_rate=rate)
+    landed = submit([update]).timestamp
+    state = ref.apply_update(MarketState(), G, update, landed)
+    h = G.heartbeat
+    for offset, expected in (
+        (h, rate),
+        (h + 1, None),
+        (h + h // 2, None),
+        (2 * h - 1, None),
+        (2 * h, 0),
+        (5 * h, 0),
+    ):
+        view_at(chain, landed + offset)
+        got = registry.funding_rate(MARKET_BTC)
+        assert got == ref.funding_rate_in_force(state, G, landed + offset)
+        if expected is not None:
+            assert got == expected
+        assert abs(got) <= abs(rate) and got * rate >= 0
+    assert ref.funding_rate_in_force(state, G, landed + h + h // 2) == int(rate / 2)
 
 
 def test_submit_updates__fresh_update_ends_staleness(
