@@ -34,6 +34,13 @@ from snekmate.auth import ownable_2step
 from snekmate.utils import ecdsa
 from snekmate.utils import eip712_domain_separator as eip712
 
+from interfaces import IEngineSync
+from interfaces import IRiskParameterRegistry
+from modules import fixed_point
+from modules import margin_rules
+
+implements: IRiskParameterRegistry
+
 initializes: ownable
 initializes: ownable_2step[ownable := ownable]
 initializes: eip712
@@ -58,6 +65,9 @@ MAX_SIGNATURES: constant(uint256) = 8
 MAX_MULTIPLIER: constant(uint256) = 2**64 - 1
 MAX_FUNDING_RATE_BOUND: constant(uint256) = 2**47 - 1
 MAX_SECONDS: constant(uint256) = 2**40 - 1
+# Durations (heartbeat, ramp, decrease interval) are below 2**32 s (136 years):
+# the engine packs them in 32 bits.
+MAX_DURATION: constant(uint256) = 2**32 - 1
 MAX_FLOOR: constant(uint256) = 2**128 - 1
 MAX_INITIAL_RATIO: constant(uint256) = 2**120 - 1
 
@@ -83,45 +93,13 @@ THRESHOLD_SHIFT: constant(uint256) = 8
 
 # Structs
 
-struct Tier:
-    notional_floor: uint256
-    maintenance_rate: uint256
-
-
-struct Guardrails:
-    min_multiplier: uint256
-    max_multiplier: uint256
-    max_increase: uint256
-    max_decrease: uint256
-    min_decrease_interval: uint256
-    heartbeat: uint256
-    stale_multiplier: uint256
-    increase_ramp: uint256
-    max_funding_rate: uint256
-
-
-struct RiskUpdate:
-    market_id: uint256
-    multiplier: uint256
-    funding_rate: int256
-    observed_at: uint256
-    deadline: uint256
-    model_hash: bytes32
-
-
-struct MarketState:
-    target: uint256
-    ramp_from: uint256
-    funding_rate: int256
-    updated_at: uint256
-    observed_at: uint256
-    last_decrease_at: uint256
-
-
 # Storage: governance
 
 # Address that may pause and unpause besides the owner.
 guardian: public(address)
+# The margin engine that keeps a copy of each market's rules; every accepted
+# change is pushed to it (set once; zero: none).
+engine: public(address)
 # Whether an address is an authorised keeper signer.
 is_keeper: public(HashMap[address, bool])
 # Number of authorised keeper signers.
@@ -150,11 +128,11 @@ _last_decrease_at: HashMap[uint256, uint256]
 
 event MarketConfigured:
     market_id: indexed(uint256)
-    tiers: DynArray[Tier, MAX_TIERS]
+    tiers: DynArray[IRiskParameterRegistry.Tier, MAX_TIERS]
     initial_ratio: uint256
-    guardrails: Guardrails
+    guardrails: IRiskParameterRegistry.Guardrails
     old_initial_ratio: uint256
-    old_guardrails: Guardrails
+    old_guardrails: IRiskParameterRegistry.Guardrails
 
 event KeeperAdded:
     keeper: indexed(address)
@@ -171,6 +149,9 @@ event SignerThresholdSet:
 event GuardianSet:
     old_guardian: indexed(address)
     new_guardian: indexed(address)
+
+event EngineSet:
+    engine: indexed(address)
 
 event Paused:
     account: indexed(address)
@@ -216,9 +197,9 @@ def __init__(guardian_: address):
 @external
 def configure_market(
     market_id: uint256,
-    tiers: DynArray[Tier, MAX_TIERS],
+    tiers: DynArray[IRiskParameterRegistry.Tier, MAX_TIERS],
     initial_ratio: uint256,
-    guardrails: Guardrails,
+    guardrails: IRiskParameterRegistry.Guardrails,
 ):
     """
     @notice Lists a market or replaces its tier schedule, initial ratio and
@@ -248,7 +229,7 @@ def configure_market(
     self._check_guardrails(guardrails)
 
     old_ratio: uint256 = self._market[market_id] >> 8
-    old_guardrails: Guardrails = self._guardrails(market_id)
+    old_guardrails: IRiskParameterRegistry.Guardrails = self._guardrails(market_id)
 
     packed_tiers: uint256[MAX_TIERS] = empty(uint256[MAX_TIERS])
     for i: uint256 in range(MAX_TIERS):
@@ -278,6 +259,9 @@ def configure_market(
         old_initial_ratio=old_ratio,
         old_guardrails=old_guardrails,
     )
+    engine: address = self.engine
+    if engine != empty(address):
+        extcall IEngineSync(engine).sync_market_config(market_id, tiers, initial_ratio, guardrails)
 
 
 @external
@@ -342,6 +326,24 @@ def set_guardian(new_guardian: address):
 
 
 @external
+def set_engine(engine_: address):
+    """
+    @notice Names the margin engine that keeps a copy of each market's rules;
+            from now on every `configure_market` and every accepted update is
+            pushed to it in the same transaction. Set once: an engine that
+            stopped receiving pushes would margin on stale rules.
+    @dev Owner only. The engine pulls the markets configured before, when it
+         lists them.
+    @param engine_ The engine.
+    """
+    ownable._check_owner()
+    assert self.engine == empty(address), "registry: engine already set"
+    assert engine_ != empty(address), "registry: engine is the zero address"
+    self.engine = engine_
+    log EngineSet(engine=engine_)
+
+
+@external
 def pause():
     """
     @notice Stops keeper updates; every view keeps working.
@@ -371,7 +373,7 @@ def unpause():
 
 
 @external
-def submit_updates(updates: DynArray[RiskUpdate, MAX_UPDATES], signatures: DynArray[Bytes[65], MAX_SIGNATURES]):
+def submit_updates(updates: DynArray[IRiskParameterRegistry.RiskUpdate, MAX_UPDATES], signatures: DynArray[Bytes[65], MAX_SIGNATURES]):
     """
     @notice Applies a batch of keeper-signed risk updates. Anyone may relay.
     @dev The batch applies whole or reverts whole. It needs at least the
@@ -394,8 +396,9 @@ def submit_updates(updates: DynArray[RiskUpdate, MAX_UPDATES], signatures: DynAr
     digest: bytes32 = self._batch_digest(updates)
     signers: uint256 = self._check_signatures(digest, signatures, (control >> THRESHOLD_SHIFT) & 255)
 
-    for u: RiskUpdate in updates:
-        self._apply(u)
+    engine: address = self.engine
+    for u: IRiskParameterRegistry.RiskUpdate in updates:
+        self._apply(u, engine)
 
     log RiskBatchRelayed(relayer=msg.sender, digest=digest, updates=n, signers=signers)
 
@@ -549,14 +552,14 @@ def last_update(market_id: uint256) -> (uint256, uint256):
 
 @view
 @external
-def market_state(market_id: uint256) -> MarketState:
+def market_state(market_id: uint256) -> IRiskParameterRegistry.MarketState:
     """
     @notice A market's stored update state, unpacked.
     @param market_id The market.
     @return MarketState target, ramp start, funding, times, last decrease.
     """
     state: uint256 = self._state[market_id]
-    return MarketState(
+    return IRiskParameterRegistry.MarketState(
         target=state & MASK_64,
         ramp_from=(state >> 64) & MASK_64,
         funding_rate=self._unpack_funding(state),
@@ -568,7 +571,7 @@ def market_state(market_id: uint256) -> MarketState:
 
 @view
 @external
-def guardrails(market_id: uint256) -> Guardrails:
+def guardrails(market_id: uint256) -> IRiskParameterRegistry.Guardrails:
     """
     @notice A market's guardrails (all zero for an unknown market).
     @param market_id The market.
@@ -579,7 +582,7 @@ def guardrails(market_id: uint256) -> Guardrails:
 
 @view
 @external
-def tiers(market_id: uint256) -> DynArray[Tier, MAX_TIERS]:
+def tiers(market_id: uint256) -> DynArray[IRiskParameterRegistry.Tier, MAX_TIERS]:
     """
     @notice A market's tier schedule.
     @param market_id The market.
@@ -587,11 +590,11 @@ def tiers(market_id: uint256) -> DynArray[Tier, MAX_TIERS]:
     """
     n: uint256 = self._market[market_id] & 255
     packed: uint256[MAX_TIERS] = self._tiers[market_id]
-    result: DynArray[Tier, MAX_TIERS] = []
+    result: DynArray[IRiskParameterRegistry.Tier, MAX_TIERS] = []
     for i: uint256 in range(MAX_TIERS):
         if i >= n:
             break
-        result.append(Tier(notional_floor=packed[i] >> 128, maintenance_rate=packed[i] & MASK_128))
+        result.append(IRiskParameterRegistry.Tier(notional_floor=packed[i] >> 128, maintenance_rate=packed[i] & MASK_128))
     return result
 
 
@@ -623,7 +626,7 @@ def initial_ratio(market_id: uint256) -> uint256:
 
 @view
 @external
-def batch_digest(updates: DynArray[RiskUpdate, MAX_UPDATES]) -> bytes32:
+def batch_digest(updates: DynArray[IRiskParameterRegistry.RiskUpdate, MAX_UPDATES]) -> bytes32:
     """
     @notice The EIP-712 digest keepers sign for `updates` (for tooling and audits).
     @param updates The batch.
@@ -649,25 +652,25 @@ def _check_owner_or_guardian():
 
 @pure
 @internal
-def _check_guardrails(g: Guardrails):
+def _check_guardrails(g: IRiskParameterRegistry.Guardrails):
     assert g.min_multiplier > 0, "registry: min multiplier is zero"
     assert g.min_multiplier <= g.max_multiplier, "registry: min multiplier above max"
     assert g.max_multiplier <= MAX_MULTIPLIER, "registry: max multiplier too large"
     assert g.stale_multiplier >= g.min_multiplier and g.stale_multiplier <= g.max_multiplier, "registry: stale multiplier outside [min, max]"
     assert g.max_increase > 0 and g.max_increase <= MAX_MULTIPLIER, "registry: max increase out of range"
     assert g.max_decrease > 0 and g.max_decrease < WAD, "registry: max decrease out of range"
-    assert g.heartbeat > 0 and g.heartbeat <= MAX_SECONDS, "registry: heartbeat out of range"
-    assert g.min_decrease_interval <= MAX_SECONDS, "registry: decrease interval too large"
+    assert g.heartbeat > 0 and g.heartbeat <= MAX_DURATION, "registry: heartbeat out of range"
+    assert g.min_decrease_interval <= MAX_DURATION, "registry: decrease interval too large"
     assert g.increase_ramp <= g.heartbeat, "registry: increase ramp longer than heartbeat"
     assert g.max_funding_rate <= MAX_FUNDING_RATE_BOUND, "registry: funding bound too large"
 
 
 @view
 @internal
-def _guardrails(market_id: uint256) -> Guardrails:
+def _guardrails(market_id: uint256) -> IRiskParameterRegistry.Guardrails:
     bounds: uint256 = self._bounds[market_id]
     timing: uint256 = self._timing[market_id]
-    return Guardrails(
+    return IRiskParameterRegistry.Guardrails(
         min_multiplier=bounds & MASK_64,
         max_multiplier=(bounds >> 64) & MASK_64,
         max_increase=(bounds >> 128) & MASK_64,
@@ -701,79 +704,31 @@ def _is_stale(state: uint256, timing: uint256) -> bool:
 @internal
 def _multiplier_in_force(market_id: uint256, state: uint256, timing: uint256) -> uint256:
     """
-    @dev The maintenance multiplier at `block.timestamp`. Fresh (last update
-         within the heartbeat): the target, or the increase ramp from
-         `ramp_from` to it, rounded up. Stale: `_stale_multiplier`.
+    @dev The maintenance multiplier at `block.timestamp` (`margin_rules`):
+         fresh, the target or its increase ramp; stale, the decayed target
+         floored at the stale multiplier.
     """
     updated_at: uint256 = (state >> 176) & MASK_40
-    if updated_at == 0 or block.timestamp - updated_at > (timing >> 112) & MASK_40:
-        return self._stale_multiplier(market_id, state, timing)
+    heartbeat: uint256 = (timing >> 112) & MASK_40
     target: uint256 = state & MASK_64
-    ramp_from: uint256 = (state >> 64) & MASK_64
-    elapsed: uint256 = block.timestamp - updated_at
-    ramp: uint256 = (timing >> 152) & MASK_40
-    if ramp_from >= target or elapsed >= ramp:
-        return target
-    # Rounded up: a ramping requirement never lags the straight line.
-    # elapsed < ramp here, so ramp > 0.
-    return ramp_from + ((target - ramp_from) * elapsed + ramp - 1) // ramp
-
-
-@view
-@internal
-def _stale_multiplier(market_id: uint256, state: uint256, timing: uint256) -> uint256:
-    """
-    @dev The conservative fallback once updates stop: never below the last
-         target, which decays from the heartbeat on by at most `max_decrease`
-         per `min_decrease_interval` (as fast as keepers could have lowered
-         it), and never below `stale_multiplier`:
-             max(stale, target * (1 - max_decrease) ** n),
-             n = (now - updated_at - heartbeat) // max(min_decrease_interval, 1)
-         The power is taken by squaring, every product rounded up (the decay
-         never runs ahead of the exact one). Before any update: `stale`.
-    """
-    stale: uint256 = timing & MASK_64
-    updated_at: uint256 = (state >> 176) & MASK_40
-    decayed: uint256 = state & MASK_64
-    if updated_at == 0 or decayed <= stale:
-        return stale
-    interval: uint256 = max(timing >> 192, 1)
-    # Stale means now - updated_at > heartbeat, so this cannot underflow.
-    steps: uint256 = (block.timestamp - updated_at - ((timing >> 112) & MASK_40)) // interval
-    base: uint256 = WAD - (self._bounds[market_id] >> 192)
-    # steps < 2**40 (times are below 2**40), so 40 squarings cover every bit.
-    for i: uint256 in range(40):
-        if steps == 0 or decayed <= stale:
-            break
-        if steps & 1 == 1:
-            decayed = self._ceil_div(decayed * base, WAD)
-        steps = steps >> 1
-        if steps != 0:
-            base = self._ceil_div(base * base, WAD)
-    return max(decayed, stale)
+    if updated_at != 0 and block.timestamp - updated_at <= heartbeat:
+        return margin_rules._fresh_multiplier(
+            target, (state >> 64) & MASK_64, block.timestamp - updated_at, (timing >> 152) & MASK_40
+        )
+    since: uint256 = 0
+    if updated_at != 0:
+        since = block.timestamp - updated_at - heartbeat
+    return margin_rules._stale_multiplier(
+        target, timing & MASK_64, self._bounds[market_id] >> 192, timing >> 192, since
+    )
 
 
 @view
 @internal
 def _funding_in_force(state: uint256, timing: uint256) -> int256:
-    """
-    @dev The funding rate at `block.timestamp`: the signed rate while fresh,
-         then decaying linearly to zero over one more heartbeat (truncated
-         toward zero), zero after that and before any update.
-    """
-    updated_at: uint256 = (state >> 176) & MASK_40
-    if updated_at == 0:
-        return 0
-    heartbeat: uint256 = (timing >> 112) & MASK_40
-    fresh_until: uint256 = updated_at + heartbeat
-    rate: int256 = self._unpack_funding(state)
-    if block.timestamp <= fresh_until:
-        return rate
-    if block.timestamp >= fresh_until + heartbeat:
-        return 0
-    left: int256 = convert(fresh_until + heartbeat - block.timestamp, int256)
-    # |rate| < 2**47 and left < 2**40: no overflow; Vyper's division truncates toward zero.
-    return rate * left // convert(heartbeat, int256)
+    return margin_rules._funding_in_force(
+        self._unpack_funding(state), (state >> 176) & MASK_40, (timing >> 112) & MASK_40, block.timestamp
+    )
 
 
 @view
@@ -806,28 +761,19 @@ def _requirements(market_id: uint256, notional: uint256) -> (uint256, uint256):
     base: uint256 = self._base_margin(market_id, notional)
     state: uint256 = self._state[market_id]
     m: uint256 = self._multiplier_in_force(market_id, state, self._timing[market_id])
-    maintenance: uint256 = min(notional, self._ceil_div(base * m, WAD * WAD))
+    maintenance: uint256 = min(notional, fixed_point._ceil_div(base * m, WAD * WAD))
     m_initial: uint256 = max(m, state & MASK_64)
-    im_base: uint256 = self._ceil_div(base * m_initial, WAD * WAD)
-    initial: uint256 = min(notional, self._ceil_div(im_base * (self._market[market_id] >> 8), WAD))
+    im_base: uint256 = fixed_point._ceil_div(base * m_initial, WAD * WAD)
+    initial: uint256 = min(notional, fixed_point._ceil_div(im_base * (self._market[market_id] >> 8), WAD))
     return maintenance, initial
-
-
-@pure
-@internal
-def _ceil_div(a: uint256, b: uint256) -> uint256:
-    if a == 0:
-        return 0
-    # a >= 1 and b >= 1, so a - 1 cannot underflow and the quotient + 1 cannot overflow.
-    return unsafe_add(unsafe_div(unsafe_sub(a, 1), b), 1)
 
 
 @view
 @internal
-def _batch_digest(updates: DynArray[RiskUpdate, MAX_UPDATES]) -> bytes32:
+def _batch_digest(updates: DynArray[IRiskParameterRegistry.RiskUpdate, MAX_UPDATES]) -> bytes32:
     hashes: bytes32[MAX_UPDATES] = empty(bytes32[MAX_UPDATES])
     i: uint256 = 0
-    for u: RiskUpdate in updates:
+    for u: IRiskParameterRegistry.RiskUpdate in updates:
         hashes[i] = keccak256(
             abi_encode(
                 RISK_UPDATE_TYPEHASH,
@@ -863,7 +809,7 @@ def _check_signatures(digest: bytes32, signatures: DynArray[Bytes[65], MAX_SIGNA
 
 
 @internal
-def _apply(u: RiskUpdate):
+def _apply(u: IRiskParameterRegistry.RiskUpdate, engine: address):
     bounds: uint256 = self._bounds[u.market_id]
     assert bounds != 0, "registry: unknown market"
     assert block.timestamp <= u.deadline, "registry: update past its deadline"
@@ -910,6 +856,10 @@ def _apply(u: RiskUpdate):
         | (block.timestamp << 176)
         | (u.observed_at << 216)
     )
+    if engine != empty(address):
+        extcall IEngineSync(engine).sync_market_state(
+            u.market_id, u.multiplier, ramp_from, u.funding_rate, block.timestamp
+        )
     log RiskUpdated(
         market_id=u.market_id,
         old_multiplier=target,

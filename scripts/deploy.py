@@ -11,11 +11,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from ape import accounts, project
+from ape import Contract, accounts, project
 from ape.cli import ConnectedProviderCommand, network_option
 
 from offchain import WAD
+from offchain.devnet.system import deploy_engine
 from offchain.protocol.deploy_config import DeployConfigError, DeploySpec, load_deploy_spec
+
+ERC20_DECIMALS_ABI = [
+    {
+        "type": "function",
+        "name": "decimals",
+        "stateMutability": "view",
+        "inputs": [],
+        "outputs": [{"name": "", "type": "uint8"}],
+    }
+]
 
 
 def print_plan(spec: DeploySpec) -> None:
@@ -43,7 +54,8 @@ def deploy(spec: DeploySpec, deployer) -> tuple:
     for keeper in spec.keepers:
         registry.add_keeper(keeper, sender=deployer)
     registry.set_signer_threshold(spec.signer_threshold, sender=deployer)
-    engine = project.MarginEngine.deploy(spec.collateral, registry.address, sender=deployer)
+    decimals = Contract(spec.collateral, abi=ERC20_DECIMALS_ABI).decimals()
+    engine = deploy_engine(project, deployer, spec.collateral, registry, decimals=decimals)
     click.echo(f"engine          {engine.address}")
     for m in spec.markets:
         tiers = [(t.notional_floor, t.maintenance_rate) for t in m.tiers]

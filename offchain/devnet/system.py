@@ -114,6 +114,23 @@ class System:
         )
 
 
+def deploy_engine(
+    project: Any, owner: Any, token: Any, registry: Any, decimals: int | None = None
+) -> Any:
+    """Deploy the margin engine and its three parts (trades, liquidations, governance), and make
+    ``registry`` push every market change into it. ``owner`` owns both; ``decimals`` are the
+    collateral token's (read from ``token`` when not given)."""
+    scale = 10 ** (18 - int(token.decimals() if decimals is None else decimals))
+    trades = project.EngineTrades.deploy(token, scale, sender=owner)
+    liquidations = project.EngineLiquidations.deploy(sender=owner)
+    governance = project.EngineGovernance.deploy(registry, sender=owner)
+    engine = project.MarginEngine.deploy(
+        token, registry, trades, liquidations, governance, sender=owner
+    )
+    registry.set_engine(engine, sender=owner)
+    return engine
+
+
 def deploy_system(
     owner: Any,
     markets: Sequence[DevnetMarket] = (DevnetMarket(1, "BTC", 60_000.0),),
@@ -132,7 +149,7 @@ def deploy_system(
     registry = project.RiskParameterRegistry.deploy(guardian or owner, sender=owner)
     for keeper in keepers:
         registry.add_keeper(keeper, sender=owner)
-    engine = project.MarginEngine.deploy(token, registry, sender=owner)
+    engine = deploy_engine(project, owner, token, registry)
     feeds: dict[int, Any] = {}
     for m in markets:
         registry.configure_market(
@@ -180,6 +197,7 @@ __all__ = [
     "USDC",
     "DevnetMarket",
     "System",
+    "deploy_engine",
     "deploy_system",
 ]
 

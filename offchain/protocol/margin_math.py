@@ -30,7 +30,8 @@ from offchain.protocol.signing import RiskUpdate
 MAX_TIERS = 8
 MAX_MULTIPLIER = 2**64 - 1  # packed in 64 bits on-chain (about 18.4x)
 MAX_FUNDING_RATE_BOUND = 2**47 - 1  # packed in a signed 48-bit field on-chain
-MAX_SECONDS = 2**40 - 1  # timestamps and intervals are packed in 40 bits on-chain
+MAX_SECONDS = 2**40 - 1  # timestamps are packed in 40 bits on-chain
+MAX_DURATION = 2**32 - 1  # heartbeat, ramp and decrease interval: 32 bits in the engine
 
 
 class UpdateRejected(ValueError):  # noqa: N818 - mirrors the contract's revert
@@ -127,8 +128,8 @@ def validate_guardrails(g: Guardrails) -> None:
         ),
         (0 < g.max_increase <= MAX_MULTIPLIER, "registry: max increase out of range"),
         (0 < g.max_decrease < WAD, "registry: max decrease out of range"),
-        (0 < g.heartbeat <= MAX_SECONDS, "registry: heartbeat out of range"),
-        (g.min_decrease_interval <= MAX_SECONDS, "registry: decrease interval too large"),
+        (0 < g.heartbeat <= MAX_DURATION, "registry: heartbeat out of range"),
+        (g.min_decrease_interval <= MAX_DURATION, "registry: decrease interval too large"),
         (g.increase_ramp <= g.heartbeat, "registry: increase ramp longer than heartbeat"),
         (g.max_funding_rate <= MAX_FUNDING_RATE_BOUND, "registry: funding bound too large"),
     ]
@@ -288,6 +289,7 @@ def with_funding_bound(funding_rate: int, g: Guardrails) -> int:
 
 
 __all__ = [
+    "MAX_DURATION",
     "MAX_FUNDING_RATE_BOUND",
     "MAX_MULTIPLIER",
     "MAX_SECONDS",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from offchain.devnet.system import deploy_engine
 from tests.conftest import (
     DEFAULT_GUARDRAILS,
     DEFAULT_INITIAL_RATIO,
@@ -74,7 +75,7 @@ def feed(project, owner):
 
 @pytest.fixture
 def bare_engine(project, owner, token, registry):
-    return project.MarginEngine.deploy(token, registry, sender=owner)
+    return deploy_engine(project, owner, token, registry)
 
 
 @pytest.fixture

@@ -14,20 +14,54 @@ def test_init__sets_token_registry_scale_owner(bare_engine, token, registry, own
     assert bare_engine.owner() == owner.address
 
 
-def test_init__zero_collateral(project, owner, registry):
+@pytest.fixture
+def parts(project, owner, token, registry):
+    """The engine's three delegate parts, built for `token` and `registry`."""
+    return (
+        project.EngineTrades.deploy(token, 10**12, sender=owner),
+        project.EngineLiquidations.deploy(sender=owner),
+        project.EngineGovernance.deploy(registry, sender=owner),
+    )
+
+
+def test_init__zero_collateral(project, owner, registry, parts):
     with ape.reverts("engine: zero collateral"):
-        project.MarginEngine.deploy(ape.utils.ZERO_ADDRESS, registry, sender=owner)
+        project.MarginEngine.deploy(ape.utils.ZERO_ADDRESS, registry, *parts, sender=owner)
 
 
-def test_init__zero_registry(project, owner, token):
+def test_init__zero_registry(project, owner, token, parts):
     with ape.reverts("engine: zero registry"):
-        project.MarginEngine.deploy(token, ape.utils.ZERO_ADDRESS, sender=owner)
+        project.MarginEngine.deploy(token, ape.utils.ZERO_ADDRESS, *parts, sender=owner)
 
 
-def test_init__collateral_decimals(project, owner, registry):
+def test_init__collateral_decimals(project, owner, registry, parts):
     odd = project.MockERC20.deploy("Odd", "ODD", 19, sender=owner)
     with ape.reverts("engine: collateral decimals"):
-        project.MarginEngine.deploy(odd, registry, sender=owner)
+        project.MarginEngine.deploy(odd, registry, *parts, sender=owner)
+
+
+def test_init__parts_built_for_another_collateral_or_registry(
+    project, owner, token, registry, parts
+):
+    trades, liquidations, governance = parts
+    other = project.MockERC20.deploy("Other", "OTH", 6, sender=owner)
+    with ape.reverts("engine: trades built for another collateral"):
+        project.MarginEngine.deploy(other, registry, trades, liquidations, governance, sender=owner)
+    elsewhere = project.EngineGovernance.deploy(owner, sender=owner)
+    with ape.reverts("engine: governance built for another registry"):
+        project.MarginEngine.deploy(token, registry, trades, liquidations, elsewhere, sender=owner)
+
+
+@pytest.mark.parametrize("part", [0, 1, 2])
+def test_parts__refuse_a_direct_call(parts, owner, part, trader):
+    """Each part runs only by delegatecall inside the engine."""
+    calls = [
+        lambda p: p.withdraw(0, 1, sender=trader),
+        lambda p: p.backstop(trader, 0, sender=trader),
+        lambda p: p.pause(sender=owner),
+    ]
+    with ape.reverts("engine: call through the engine"):
+        calls[part](parts[part])
 
 
 def test_add_market__lists_and_logs(bare_engine, owner, feed):
@@ -42,7 +76,7 @@ def test_add_market__not_owner(bare_engine, stranger, feed):
         bare_engine.add_market(MARKET_BTC, config(feed), sender=stranger)
 
 
-@pytest.mark.parametrize("market_id", [0, 2**32])
+@pytest.mark.parametrize("market_id", [0, 2**24])
 def test_add_market__bad_market_id(bare_engine, owner, feed, market_id):
     with ape.reverts("engine: bad market id"):
         bare_engine.add_market(market_id, config(feed), sender=owner)

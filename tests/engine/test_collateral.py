@@ -60,7 +60,7 @@ def test_withdraw__insufficient_collateral(engine, trader, fund):
 def test_withdraw__initial_margin(engine, trader, maker, funded, trade):
     trade(maker, trader, WAD)  # initial margin 4% of 60k = 2,400 USD
     engine.withdraw(0, DEPOSIT - 2_400 * USDC, sender=trader)
-    with ape.reverts("engine: initial margin"):
+    with ape.reverts("engine: below initial margin"):
         engine.withdraw(0, 1, sender=trader)
 
 

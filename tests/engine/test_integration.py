@@ -3,6 +3,7 @@
 import ape
 import pytest
 
+from offchain.devnet.system import deploy_engine
 from tests.conftest import MARKET_BTC, WAD
 from tests.engine.conftest import USDC, config, feed_answer
 
@@ -34,7 +35,7 @@ def test_vault__deposits_reserve_through_interface(vault, engine, token, strange
 
 def test_deposit__reentrant_token_cannot_reenter(project, owner, registry, feed, stranger):
     evil = project.ReentrantToken.deploy(6, sender=owner)
-    engine = project.MarginEngine.deploy(evil, registry, sender=owner)
+    engine = deploy_engine(project, owner, evil, registry)
     engine.add_market(MARKET_BTC, config(feed), sender=owner)
     evil.mint(stranger, 100 * USDC, sender=stranger)
     evil.approve(engine, 2**256 - 1, sender=stranger)

@@ -99,15 +99,20 @@ def test_liquidate__penalty_capped_at_equity_insurance_never_pays(
     assert engine.bad_debt() == 0
 
 
-def test_liquidate__underwater_pays_no_penalty(
+def test_liquidate__negative_equity_goes_to_the_backstop(
     engine, trader, maker, liquidator, funded, trade, feed
 ):
+    """Liquidating a negative account closed it whole and left it flat at -1,000 USD of
+    collateral with the loss nowhere: no insurance draw, no bad debt, out of the active list.
+    It now has to be backstopped, which books the loss."""
     open_long(trade, maker, trader)
     feed.set_answer(feed_answer(49_000), sender=maker)  # equity -1,000
-    receipt = engine.liquidate(trader, 0, MARKET_BTC, WAD, 0, sender=liquidator)
-    [log] = receipt.decode_logs(engine.Liquidation)
-    assert (log.penalty, log.liquidator_reward) == (0, 0)
-    assert engine.insurance_fund() == 0
+    with ape.reverts("engine: negative equity, backstop the account"):
+        engine.liquidate(trader, 0, MARKET_BTC, WAD, 0, sender=liquidator)
+    engine.backstop(trader, 0, sender=liquidator)
+    assert engine.collateral_of(trader, 0) == 0
+    assert engine.bad_debt() == 1_000 * WAD
+    assert engine.markets_of(trader, 0) == []
 
 
 def test_liquidate__remainder_below_dust(engine, trader, maker, liquidator, funded, trade, feed):
@@ -160,7 +165,7 @@ def test_liquidate__liquidator_initial_margin(
     open_long(trade, maker, trader)
     feed.set_answer(feed_answer(50_400), sender=maker)
     # Subaccount 5 of the liquidator holds no collateral.
-    with ape.reverts("engine: liquidator initial margin"):
+    with ape.reverts("engine: liquidator below initial margin"):
         engine.liquidate(trader, 0, MARKET_BTC, WAD, 5, sender=liquidator)
 
 
@@ -201,9 +206,9 @@ def test_poke__accrues_funding_longs_pay_shorts(
     engine, trader, maker, funded, trade, submit, make_update, chain, feed
 ):
     open_long(trade, maker, trader)
-    submit([make_update(funding_rate=10**10)])  # 1e-8 per second
+    # The rate accrues from the block its update lands in.
+    start = submit([make_update(funding_rate=10**10)]).timestamp  # 1e-8 per second
     engine.poke(MARKET_BTC, sender=maker)
-    start = chain.blocks.head.timestamp
     chain.mine(deltatime=1000)
     feed.set_answer(feed_answer(60_000), sender=maker)
     elapsed = chain.blocks.head.timestamp - start

@@ -65,7 +65,7 @@ def test_settle_trade__price_outside_band(trade, trader, maker, funded):
 
 def test_settle_trade__initial_margin(trade, trader, maker, funded):
     # 10k USD covers initial margin (4%) of at most 250k notional.
-    with ape.reverts("engine: initial margin"):
+    with ape.reverts("engine: below initial margin"):
         trade(maker, trader, 5 * WAD)
 
 
@@ -74,7 +74,7 @@ def test_settle_trade__maintenance_margin(engine, trade, trader, maker, funded, 
     trade(maker, trader, 4 * WAD)  # initial 9,600 of 10,000
     feed.set_answer(feed_answer(58_500), sender=maker)  # equity 4,000 vs maintenance 4,680
     # Reducing at the band's worst price would leave the trader below maintenance.
-    with ape.reverts("engine: maintenance margin"):
+    with ape.reverts("engine: below maintenance margin"):
         trade(maker, trader, -WAD // 10, price=58_500 * WAD * 95 // 100)
 
 

@@ -108,6 +108,19 @@ def market_config(feed, **overrides) -> tuple:
     return tuple(cfg.values())
 
 
+def deploy_engine(token, registry):
+    """The margin engine and its three delegate parts; the registry pushes into it. Call as the
+    registry's owner (who then owns the engine)."""
+    trades = deployer("EngineTrades.vy").deploy(token.address, 10 ** (18 - token.decimals()))
+    liquidations = deployer("EngineLiquidations.vy").deploy()
+    governance = deployer("EngineGovernance.vy").deploy(registry.address)
+    engine = deployer("MarginEngine.vy").deploy(
+        token.address, registry.address, trades.address, liquidations.address, governance.address
+    )
+    registry.set_engine(engine.address)
+    return engine
+
+
 def deploy_system(token_name: str = "mocks/MockERC20.vy") -> System:
     owner = boa.env.generate_address("owner")
     exchange = boa.env.generate_address("exchange")
@@ -130,7 +143,7 @@ def deploy_system(token_name: str = "mocks/MockERC20.vy") -> System:
             m: deployer("mocks/MockPriceFeed.vy").deploy(FEED_DECIMALS, p * 10**FEED_DECIMALS)
             for m, p in PRICES.items()
         }
-        engine = deployer("MarginEngine.vy").deploy(token.address, registry.address)
+        engine = deploy_engine(token, registry)
         for market_id, feed in feeds.items():
             engine.add_market(market_id, market_config(feed))
         engine.set_exchange(exchange, True)

@@ -282,7 +282,7 @@ class EngineModel:
             if h.cash < 0:
                 raise Revert("engine: insufficient collateral")
             if h.equity < h.initial:
-                raise Revert("engine: initial margin")
+                raise Revert("engine: below initial margin")
 
         return self._run(op)
 
@@ -292,11 +292,11 @@ class EngineModel:
         if grows:
             h = self.health(owner, sub, strict=True)
             if h.equity < h.initial:
-                raise Revert("engine: initial margin")
+                raise Revert("engine: below initial margin")
         else:
             h = self.health(owner, sub)
             if h.equity < h.maintenance:
-                raise Revert("engine: maintenance margin")
+                raise Revert("engine: below maintenance margin")
 
     def settle_trade(self, m, maker, maker_sub, taker, taker_sub, size, price):
         def op():
@@ -383,7 +383,7 @@ class EngineModel:
             self.acct(self.me, 0).collateral += penalty - reward
             lh = self.health(liquidator, liq_sub)
             if lh.equity < lh.initial:
-                raise Revert("engine: liquidator initial margin")
+                raise Revert("engine: liquidator below initial margin")
             return closed
 
         return self._run(op)

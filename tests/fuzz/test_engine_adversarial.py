@@ -65,7 +65,7 @@ def test_withdraw__pumped_price_long_gets_no_more_than_collateral_plus_realised(
     s.set_price(MARKET_BTC, 10 * BTC)  # the feed is pumped 10x
     assert e.account_health(long, 0)[0] > 500_000 * WAD  # paper profit
     # Closing against the colluder at the pumped price would sink the colluder: refused.
-    with boa.reverts("engine: maintenance margin"):
+    with boa.reverts("engine: below maintenance margin"):
         s.trade(MARKET_BTC, short, 0, long, 0, -WAD, 10 * BTC)
     # The paper profit is not withdrawable: at most the deposited collateral (no realised PnL).
     collateral = e.collateral_of(long, 0)

@@ -96,7 +96,7 @@ def test_tick__throttles_account_that_keeps_failing(w3, engine_client, underwate
     assert (second.backstops, second.failures) == (0, 1)
     assert (third.failures, third.throttled) == (0, [stuck])
     assert "throttled for 5 blocks" in caplog.text
-    assert "engine: liquidator initial margin" in caplog.text
+    assert "engine: liquidator below initial margin" in caplog.text
 
 
 def test_tick__dry_run_sends_nothing(w3, engine_client, underwater, caplog):

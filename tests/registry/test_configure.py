@@ -45,9 +45,9 @@ EDGE_GUARDRAILS = guardrails(
     stale_multiplier=3 * WAD,
     max_increase=2**64 - 1,
     max_decrease=WAD - 1,
-    min_decrease_interval=2**40 - 1,
-    heartbeat=2**40 - 1,
-    increase_ramp=2**40 - 1,
+    min_decrease_interval=2**32 - 1,
+    heartbeat=2**32 - 1,
+    increase_ramp=2**32 - 1,
     max_funding_rate=2**47 - 1,
 )
 
@@ -235,8 +235,8 @@ BAD_GUARDRAILS = [
     ({"max_decrease": 0}, "registry: max decrease out of range"),
     ({"max_decrease": WAD}, "registry: max decrease out of range"),
     ({"heartbeat": 0}, "registry: heartbeat out of range"),
-    ({"heartbeat": 2**40, "increase_ramp": 0}, "registry: heartbeat out of range"),
-    ({"min_decrease_interval": 2**40}, "registry: decrease interval too large"),
+    ({"heartbeat": 2**32, "increase_ramp": 0}, "registry: heartbeat out of range"),
+    ({"min_decrease_interval": 2**32}, "registry: decrease interval too large"),
     ({"increase_ramp": 7201}, "registry: increase ramp longer than heartbeat"),
     ({"max_funding_rate": 2**47}, "registry: funding bound too large"),
 ]
