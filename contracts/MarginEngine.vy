@@ -63,12 +63,14 @@ from snekmate.auth import ownable_2step
 
 from interfaces import IMarginEngine
 from interfaces import IEngineParts
+from interfaces import IEngineSync
 from interfaces import IRiskParameterRegistry
 from modules import engine_state
 from modules import engine_core
 from modules import fixed_point
 
 implements: IMarginEngine
+implements: IEngineSync
 
 initializes: ownable
 initializes: ownable_2step[ownable := ownable]
@@ -657,6 +659,20 @@ def position(owner: address, subaccount: uint256, market_id: uint256) -> (int256
     """
     packed: uint256 = engine_state.positions[owner][subaccount][market_id]
     return engine_core._unpack_size(packed), engine_core._unpack_notional(packed)
+
+
+@view
+@external
+def funding_snapshot(owner: address, subaccount: uint256, market_id: uint256) -> int256:
+    """
+    @notice The funding index at which a position's funding was last settled;
+            its unpaid funding is ceil(size * (funding_index - snapshot) / WAD).
+    @param owner Owner of the subaccount.
+    @param subaccount Its id.
+    @param market_id The market.
+    @return The snapshot (USD per base unit, WAD).
+    """
+    return engine_state.funding_snapshot[owner][subaccount][market_id]
 
 
 @view

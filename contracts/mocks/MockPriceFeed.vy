@@ -19,6 +19,8 @@ answer: public(int256)
 updated_at: public(uint256)
 # @dev Latest round id.
 round_id: public(uint80)
+# @dev When set, `latestRoundData` reverts (a dead or paused aggregator).
+reverting: public(bool)
 
 
 @deploy
@@ -58,7 +60,16 @@ def latestRoundData() -> (uint80, int256, uint256, uint256, uint80):
     """
     @dev Returns (roundId, answer, startedAt, updatedAt, answeredInRound).
     """
+    assert not self.reverting, "feed: dead"
     return self.round_id, self.answer, self.updated_at, self.updated_at, self.round_id
+
+
+@external
+def set_reverting(reverting_: bool):
+    """
+    @dev Makes `latestRoundData` revert (True) or answer again (False).
+    """
+    self.reverting = reverting_
 
 
 @view
