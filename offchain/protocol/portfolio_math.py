@@ -385,4 +385,5 @@ __all__ = [
     "signed_ceil_div",
     "step_applies",
     "unpack_shocks",
+    "worst_scenario_loss",
 ]

@@ -55,6 +55,7 @@ from offchain.risk.portfolio_config import (
     PortfolioConfig,
     market_name,
 )
+from offchain.risk.portfolio_search import AdversarialResult
 from offchain.risk.prices import HOUR, Candles
 from offchain.risk.scenarios import (
     JointHistory,
@@ -198,6 +199,11 @@ def replay_keeper(
     Hours before the first proposal hold nothing (zeros, never pushed).
     """
     n = len(proposed)
+    if _never_clamped(proposed, ready, guardrails):
+        held = np.where(ready[:, None, None], proposed, 0)
+        idx = np.maximum.accumulate(np.where(ready, np.arange(n), -1))
+        held = np.where((idx >= 0)[:, None, None], held[np.maximum(idx, 0)], 0)
+        return KeeperReplay(held, np.asarray(ready, dtype=bool).copy(), 0, 0)
     held = np.zeros_like(proposed)
     pushed = np.zeros(n, dtype=bool)
     previous: list[list[int]] | None = None
@@ -216,6 +222,17 @@ def replay_keeper(
         held[j] = np.array(signed).T
         pushed[j] = True
     return KeeperReplay(held, pushed, clamped_updates, clamped_shocks)
+
+
+def _never_clamped(proposed: IntArray, ready: BoolArray, g: ShockGuardrails) -> bool:
+    """Whether every ready proposal is inside the bounds and the step from the one before (the
+    replay is then the proposals themselves; the calibration's loose guardrails)."""
+    z = np.asarray(proposed)[np.asarray(ready, dtype=bool)]
+    if len(z) == 0:
+        return True
+    bound = np.asarray(g.max_shock)[None, None, :]
+    step = np.asarray(g.max_step)[None, None, :]
+    return bool(np.all(np.abs(z) <= bound) and np.all(np.abs(np.diff(z, axis=0)) <= step))
 
 
 def fresh_rows(timestamps: IntArray, pushed: BoolArray, heartbeat: int) -> BoolArray:
@@ -360,7 +377,7 @@ class PreparedBacktest:
     config: PortfolioConfig
     rates: FloatArray
     moves: FloatArray
-    replay: KeeperReplay
+    replays: dict[int, KeeperReplay]
     fresh: BoolArray
     ready: BoolArray
     sets: list[StandardScenarios] = field(repr=False)
@@ -368,6 +385,11 @@ class PreparedBacktest:
     @property
     def markets(self) -> tuple[str, ...]:
         return tuple(market_name(m) for m in self.history.markets)
+
+    @property
+    def replay(self) -> KeeperReplay:
+        """What the keeper signed with the configuration's ``K``."""
+        return self.replays[self.config.n_scenarios]
 
     def rows(self, start: int | None = None, end: int | None = None) -> IntArray:
         """Evaluated rows: tiered rates, a scenario set and the next ``h`` closes exist, and
@@ -386,18 +408,23 @@ def prepare(
     candles: Sequence[Candles],
     config: PortfolioConfig = FROZEN_PORTFOLIO,
     progress: bool = False,
-    n_scenarios: int | None = None,
+    ks: Sequence[int] = (),
 ) -> PreparedBacktest:
-    """Join the markets, replay the single-market model and the keeper's scenarios."""
-    design: ScenarioDesign = config.design(n_scenarios)
+    """Join the markets, replay the single-market model and the keeper's scenarios (for the
+    configuration's ``K`` and any other ``ks``, each built for its own ``K``)."""
+    design: ScenarioDesign = config.design()
     history = joint_history(candles)
     rates = single_market_rates(candles, history, config.horizon, progress)
     h = config.horizon
     moves = np.full_like(history.close, np.nan)
     moves[:-h] = history.close[h:] / history.close[:-h] - 1
-    vectors, ready, sets = walk_forward_vectors(history, design, progress)
-    proposed = walk_forward_shocks(history, vectors, design)
-    replay = replay_keeper(proposed, ready, config.guardrails(history.markets))
+    vectors, ready, sets = walk_forward_vectors(history, design, progress, ks)
+    guardrails = config.guardrails(history.markets)
+    replays = {
+        k: replay_keeper(walk_forward_shocks(history, v, design), ready, guardrails)
+        for k, v in vectors.items()
+    }
+    replay = replays[config.n_scenarios]
     fresh = fresh_rows(history.timestamps, replay.pushed, config.heartbeat)
     log.info(
         "%s: %d joint hours, %d scenario refreshes, %d of %d updates clamped (%d shocks)",
@@ -408,7 +435,7 @@ def prepare(
         int(replay.pushed.sum()),
         replay.clamped_shocks,
     )
-    return PreparedBacktest(history, config, rates, moves, replay, fresh, ready, sets)
+    return PreparedBacktest(history, config, rates, moves, replays, fresh, ready, sets)
 
 
 @dataclass(frozen=True)
@@ -423,7 +450,7 @@ class PortfolioBacktestResult:
     periods: dict[str, Period]
     times: IntArray = field(repr=False)
     series: dict[str, dict[str, FloatArray]] = field(repr=False)
-    adversarial: dict[str, object] | None = None
+    adversarial: dict[str, AdversarialResult] | None = None
 
     def to_json(self) -> dict[str, object]:
         """SPEC.md's "Portfolio backtest output", plus the two periods and the parameters."""
@@ -446,7 +473,7 @@ class PortfolioBacktestResult:
             },
         }
         if self.adversarial is not None:
-            out["adversarial"] = self.adversarial
+            out["adversarial"] = {k: a.to_json() for k, a in self.adversarial.items()}
         return out
 
 

@@ -5,9 +5,9 @@ data up to 2021-12-31 (the report period, 2022-2023, is never looked at here).
 BTC/ETH/SOL from SOL's listing in 2020-08), walked forward with the keeper's unclamped
 scenarios (:func:`loose_config`), hours opening before 2022-01-01.
 
-**Grid.** ``K`` over the prefixes of the scenario order (market pairs only, market and
-principal pairs, then each further gap-filling pair, up to 16); ``c`` from 0 to 0.30 in steps
-of 0.01; ``phi`` from 0.05 to 0.50 in steps of 0.05.
+**Grid.** ``K`` from twice the number of markets to 16 in steps of 2 (each set built for its
+own ``K``: market pairs, then gap-filling pairs, scaled to cover every direction); ``c`` from 0
+to 0.30 in steps of 0.01; ``phi`` from 0.05 to 0.50 in steps of 0.05.
 
 **Constraints**, on every group, for each of the families ``hedged_pair``, ``random``,
 ``concentrated`` and ``near_outright`` (``outright`` keeps the tiered sum and is not moved by
@@ -94,9 +94,8 @@ def loose_config(config: PortfolioConfig) -> PortfolioConfig:
 
 
 def k_options(n_markets: int) -> list[int]:
-    """Prefixes of the scenario order: ``2M``, ``4M``, then every further pair up to 16."""
-    ks = [2 * n_markets, 4 * n_markets, *range(4 * n_markets + 2, MAX_SCENARIOS + 1, 2)]
-    return sorted({k for k in ks if k <= MAX_SCENARIOS})
+    """``2M, 2M + 2, ..., 16``: the market pairs, then every further gap-filling pair."""
+    return list(range(2 * n_markets, MAX_SCENARIOS + 1, 2))
 
 
 @dataclass(frozen=True)
@@ -110,7 +109,6 @@ class _Scored:
 
 def _prepare_scores(prep: PreparedBacktest, families: Sequence[str], ks: Sequence[int]) -> dict:
     rows = prep.rows(None, CALIBRATION_END)
-    shocks = prep.replay.shocks[rows]
     out = {}
     for fam in standard_families(prep.markets):
         if fam.name not in families:
@@ -119,7 +117,7 @@ def _prepare_scores(prep: PreparedBacktest, families: Sequence[str], ks: Sequenc
         out[fam.name] = _Scored(
             loss=-(prep.moves[rows] @ w.T),
             tiered=prep.rates[rows] @ np.abs(w).T,
-            worst=worst_losses(w, shocks, ks),
+            worst={k: worst_losses(w, prep.replays[k].shocks[rows], [k])[k] for k in ks},
             eligible=fam.eligible,
             fresh=prep.fresh[rows],
         )
@@ -132,9 +130,10 @@ def _family_figures(s: _Scored, k: int, c: float, phi: float, p: float) -> tuple
 
 
 def calibration_grid(
-    preps: Sequence[PreparedBacktest], rule: CalibrationRule = CalibrationRule()
+    preps: Sequence[PreparedBacktest], rule: CalibrationRule | None = None
 ) -> list[GridPoint]:
     """Every ``(K, phi)`` of the grid with its smallest feasible ``c`` and the objective."""
+    rule = rule or CalibrationRule()
     ks = sorted(set.intersection(*(set(k_options(len(p.markets))) for p in preps)))
     scored = [_prepare_scores(p, rule.families, ks) for p in preps]
     p_tail = 1 - preps[0].config.confidence
@@ -180,8 +179,9 @@ def calibration_grid(
     return points
 
 
-def choose(points: Sequence[GridPoint], rule: CalibrationRule = CalibrationRule()) -> GridPoint:
+def choose(points: Sequence[GridPoint], rule: CalibrationRule | None = None) -> GridPoint:
     """The smallest ``K`` within ``k_tolerance`` of the best objective, at its best point."""
+    rule = rule or CalibrationRule()
     feasible = [p for p in points if p.residual is not None]
     if not feasible:
         raise ValueError("no (K, phi, c) on the grid meets the constraints")
@@ -223,9 +223,10 @@ def shock_statistics(preps: Sequence[PreparedBacktest]) -> ShockStatistics:
 
 
 def propose_guardrails(
-    stats: ShockStatistics, rule: CalibrationRule = CalibrationRule()
+    stats: ShockStatistics, rule: CalibrationRule | None = None
 ) -> tuple[dict[str, int], int]:
     """``(max_shock per market, max_step)`` by the rule (module docstring)."""
+    rule = rule or CalibrationRule()
 
     def up(x: float, unit: int) -> int:
         return int(math.ceil(x / unit) * unit)

@@ -116,13 +116,13 @@ class PortfolioConfig:
 # Frozen by the rule of offchain.risk.portfolio_calibration on data up to 2021-12-31; to move to
 # the shipped risk configuration file's `portfolio:` section. Do not edit by hand: rerun the rule.
 FROZEN_PORTFOLIO = PortfolioConfig(
-    n_scenarios=16,
-    residual=0.10,
-    floor=0.20,
+    n_scenarios=12,
+    residual=0.03,
+    floor=0.05,
     initial_ratio=2.0,
-    max_shock_bps=(("BTC", 5000), ("ETH", 5000), ("SOL", 5000)),
-    default_max_shock_bps=5000,
-    max_step_bps=2000,
+    max_shock_bps=(("BTC", 6500), ("ETH", 6500), ("SOL", 6000)),
+    default_max_shock_bps=6500,
+    max_step_bps=5600,
 )
 
 __all__ = ["CALIBRATION_END", "FROZEN_PORTFOLIO", "PortfolioConfig", "market_name"]

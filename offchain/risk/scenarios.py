@@ -22,9 +22,10 @@ scenario *for* ``u`` is the mean joint move of the pool's tail for ``u`` (the ``
 vectors where ``u`` loses most), scaled so that ``u`` loses exactly ``q(u)``: a realistic joint
 move (BTC falling with ETH falling about as the data say), not a move of one market with the
 others frozen. For an elliptical law this is the point where the 99% ellipsoid touches the
-plane ``-u.z = q(u)``, so it covers ``u`` exactly and its neighbours nearly.
+plane ``-u.z = q(u)``, so it covers ``u`` exactly and its neighbours nearly (step 3 below then
+scales it so that its neighbours are covered too).
 
-**Which directions, and why K = 16.** Scenarios come in +/- pairs, in this order:
+**Which directions, and why K.** Scenarios come in +/- pairs, in this order:
 
 1. **each market alone** (``BTC down``/``BTC up``, ...): ``u = e_i``; a one-market book is
    charged its own 99% move, as the single-market model charges it today (a near-outright book,
@@ -35,17 +36,22 @@ plane ``-u.z = q(u)``, so it covers ``u`` exactly and its neighbours nearly.
    until no move helps. The grid is even in the whitened geometry of the pool
    (:func:`whitened_directions`), where an elliptical law's coverage is a cosine of angles. The
    gaps are mixes of the market direction and a spread, that is, imperfect hedges: the fillers
-   put scenarios where those books would slip through.
+   put scenarios where those books would slip through;
+3. **cover every direction** (:func:`cover_scales`): ``K`` points pinned at their own quantile
+   leave the directions between them short (a polytope inside the 99% surface: on the
+   BTC/ETH/SOL pool of 2020-2023 the worst direction is charged 78% of its 99% loss at
+   ``K = 12``, 82% at ``K = 16``; BTC/ETH 96% and 98%). Each scenario is scaled up just enough
+   that every grid direction it is the best cover for is charged its full 99% loss (factors of
+   1.2-1.3 with three markets, 1.02-1.04 with two); the residual charge is left for what the
+   grid and the sample cannot see.
 
-The principal directions of the pool were tried as fixed scenarios too (between the two
-steps): with them the worst coverage at ``K = 16`` on the BTC/ETH/SOL pool of 2020-2023 is 78.7%
-of a book's 99% loss, without them 82.1% (BTC/ETH: 96.7% and 97.9%); the fillers find better
-places than the spread axes. Shocks are packed 16 int16 to one storage word per market, so
-on-chain ``K = 16`` costs the same storage reads as ``K = 1`` and a few hundred gas of
-arithmetic per scenario, and coverage still grows with every pair (BTC/ETH/SOL: 45% with the
-six market scenarios, 66%, 78%, 79%, 82% with each further pair); the calibration rule
-(:mod:`offchain.risk.portfolio_calibration`) compares every prefix of this order and keeps a
-smaller ``K`` only if it does as well.
+The principal directions of the pool were tried as fixed scenarios too (between steps 1 and
+2): with them the worst coverage at ``K = 16`` on BTC/ETH/SOL is 78.7% before scaling, without
+them 82.1%; the fillers find better places than the spread axes. Shocks are packed 16 int16 to
+one storage word per market, so on-chain a larger ``K`` costs no storage read, only a few hundred
+gas of arithmetic per scenario, and every pair makes the scenarios fit the 99% surface more
+closely (less scaling); the calibration rule (:mod:`offchain.risk.portfolio_calibration`) builds
+the set for every ``K`` from ``2M`` to 16 and keeps a smaller ``K`` only if it does as well.
 
 **Rounding and bounds.** A scenario's joint log move ``sigma_i sqrt(h) v_ki`` becomes a price
 move ``exp(x) - 1`` (square-root-of-time for ``h > 1`` hours, as the single-market model) in
@@ -321,19 +327,38 @@ def choose_scenarios(
     confidence: float = 0.99,
     spacing_degrees: float = 8.0,
     symmetric: bool = False,
+    bound: bool = True,
 ) -> StandardScenarios:
-    """Market +/- pairs, then gap-filling pairs (module docstring).
+    """Market +/- pairs, then gap-filling pairs, scaled to cover every direction (module
+    docstring); :func:`choose_scenario_sets` for one ``K``."""
+    return choose_scenario_sets(
+        pool, markets, (n_scenarios,), confidence, spacing_degrees, symmetric, bound
+    )[n_scenarios]
+
+
+def choose_scenario_sets(
+    pool: FloatArray,
+    markets: Sequence[str],
+    ks: Sequence[int],
+    confidence: float = 0.99,
+    spacing_degrees: float = 8.0,
+    symmetric: bool = False,
+    bound: bool = True,
+) -> dict[int, StandardScenarios]:
+    """One scenario set per ``K`` in ``ks``, sharing the direction grid's tails.
 
     ``pool`` holds the joint residual vectors. With ``symmetric`` (the pool is closed under
     ``z -> -z``) the grid's mirrored half is not recomputed: ``q(-u) = q(u)`` and
-    ``v(-u) = -v(u)``.
+    ``v(-u) = -v(u)``. With ``bound`` each scenario is scaled up just enough that every grid
+    direction is charged at least its 99% loss (:func:`cover_scales`).
     """
     x = np.asarray(pool, dtype=np.float64)
     m = x.shape[1]
     if len(markets) != m:
         raise ValueError(f"{len(markets)} market names for {m} columns")
-    if not 2 * m <= n_scenarios <= MAX_SCENARIOS:
-        raise ValueError(f"n_scenarios must lie in [{2 * m}, {MAX_SCENARIOS}], got {n_scenarios}")
+    for k in ks:
+        if not 2 * m <= k <= MAX_SCENARIOS:
+            raise ValueError(f"n_scenarios must lie in [{2 * m}, {MAX_SCENARIOS}], got {k}")
     half = whitened_directions(x, spacing_degrees)
     grid = np.vstack((half, -half))
     if symmetric:
@@ -341,24 +366,49 @@ def choose_scenarios(
         grid_q, grid_v = np.concatenate((half_q, half_q)), np.vstack((half_v, -half_v))
     else:
         grid_q, grid_v = direction_tails(x, grid, confidence)
-    dirs: list[FloatArray] = []
-    labels: list[str] = []
-    for i, name in enumerate(markets):
-        e = np.zeros(m)
-        e[i] = 1.0
-        dirs += [e, -e]
-        labels += [f"{name} down", f"{name} up"]
-    dirs, labels = dirs[:n_scenarios], labels[:n_scenarios]
-    q, v = direction_tails(x, np.array(dirs), confidence)
-    fills = _gap_fillers(v, grid, grid_q, grid_v, n_scenarios - len(dirs))
-    for j, idx in enumerate(fills):
-        dirs.append(grid[idx])
-        labels.append(f"gap{j // 2 + 1}{'-+'[j % 2]}")
-    if fills:
-        q = np.concatenate((q, grid_q[fills]))
-        v = np.vstack((v, grid_v[fills]))
-    worst = float(np.min(coverage(v, grid, grid_q)))
-    return StandardScenarios(v, np.array(dirs), q, tuple(labels), worst)
+    axes = np.repeat(np.eye(m), 2, axis=0) * np.tile([1.0, -1.0], m)[:, None]
+    axis_labels = [f"{name} {side}" for name in markets for side in ("down", "up")]
+    axis_q, axis_v = direction_tails(x, axes, confidence)
+    out = {}
+    for k in ks:
+        fills = _gap_fillers(axis_v, grid, grid_q, grid_v, k - 2 * m)
+        dirs = np.vstack((axes, grid[fills])) if fills else axes
+        q = np.concatenate((axis_q, grid_q[fills]))
+        v = np.vstack((axis_v, grid_v[fills])) if fills else axis_v
+        labels = (*axis_labels, *(f"gap{j // 2 + 1}{'-+'[j % 2]}" for j in range(len(fills))))
+        if bound:
+            v = v * cover_scales(v, grid, grid_q)[:, None]
+        worst = float(np.min(coverage(v, grid, grid_q)))
+        out[k] = StandardScenarios(v, dirs, q, labels, worst)
+    return out
+
+
+def cover_scales(vectors: FloatArray, grid: FloatArray, grid_q: FloatArray) -> FloatArray:
+    """Per-scenario factors ``s_k >= 1`` such that every grid direction is charged at least its
+    99% loss: ``max_k s_k (-u.v_k) >= q(u)``.
+
+    Each direction is assigned to the scenario that charges it most (after scaling) and
+    ``s_k = max(1, max_{u in cell k} q(u) / -u.v_k)``; the assignment and the factors are
+    iterated (at most 20 rounds) and the round with the smallest mean factor is kept. Every
+    round's factors cover the whole grid, so the result does too.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.maximum(-(np.asarray(grid) @ np.asarray(vectors).T), 0.0) / grid_q[:, None]
+    ratio = np.nan_to_num(ratio, nan=0.0, posinf=0.0)
+    k = ratio.shape[1]
+    scale = np.ones(k)
+    best = None
+    for _ in range(20):
+        cell = np.argmax(ratio * scale, axis=1)
+        covered = ratio[np.arange(len(cell)), cell] > 0
+        need = np.ones(k)
+        np.maximum.at(need, cell[covered], 1.0 / ratio[covered, cell[covered]])
+        if best is None or need.mean() < best.mean():
+            best = need
+        if np.allclose(need, scale):
+            break
+        scale = need
+    return best if best is not None else scale
 
 
 def _gap_fillers(
@@ -489,6 +539,9 @@ class ScenarioDesign:
     spacing_degrees
         Angle between neighbours of the direction grid searched for coverage gaps (8 degrees:
         a direction between grid points is at most 4 degrees away, 0.25% of its loss).
+    bound
+        Scale the scenarios so that every grid direction is charged its 99% loss
+        (:func:`cover_scales`); without it each scenario pins its own direction only.
     """
 
     n_scenarios: int = MAX_SCENARIOS
@@ -499,6 +552,7 @@ class ScenarioDesign:
     min_obs: int = 720
     window: int | None = None
     spacing_degrees: float = 8.0
+    bound: bool = True
 
     def __post_init__(self) -> None:
         check_confidence(self.confidence)
@@ -548,41 +602,57 @@ def latest_scenarios(
         design.confidence,
         design.spacing_degrees,
         design.symmetric,
+        design.bound,
     )
     return std, shocks_bps(std.vectors, history.sigma[row], design.horizon)
 
 
 def walk_forward_vectors(
-    history: JointHistory, design: ScenarioDesign, progress: bool = False
-) -> tuple[FloatArray, BoolArray, list[StandardScenarios]]:
+    history: JointHistory,
+    design: ScenarioDesign,
+    progress: bool = False,
+    ks: Sequence[int] | None = None,
+) -> tuple[dict[int, FloatArray], BoolArray, list[StandardScenarios]]:
     """Standardised scenarios in force after each row's close, refreshed every ``refresh``
     rows from the data up to the refresh, slots matched across refreshes.
 
     Returns
     -------
-    vectors : ndarray, shape (T, K, M)
-        NaN before the first set.
+    vectors : dict of ndarray, shape (T, K, M)
+        Per ``K`` in ``ks`` (default: the design's); NaN before the first set.
     ready : ndarray of bool, shape (T,)
     sets : list of StandardScenarios
-        One per refresh (for reports).
+        The design's ``K``, one per refresh (for reports).
     """
     from tqdm import tqdm
 
-    n, m, k = len(history), len(history.markets), design.n_scenarios
-    out = np.full((n, k, m), np.nan)
+    ks = list(ks) if ks is not None else [design.n_scenarios]
+    if design.n_scenarios not in ks:
+        ks.append(design.n_scenarios)
+    n, m = len(history), len(history.markets)
+    out = {k: np.full((n, k, m), np.nan) for k in ks}
     ready = np.zeros(n, dtype=bool)
     valid_before = np.concatenate(([0], np.cumsum(history.valid)))
     first = int(np.searchsorted(valid_before, design.min_obs))
     sets: list[StandardScenarios] = []
+    previous: dict[int, StandardScenarios] = {}
     refreshes = range(first, n, design.refresh)
-    previous: StandardScenarios | None = None
     for row in tqdm(refreshes, desc="scenarios", unit="refresh", disable=not progress, leave=False):
-        std, _ = latest_scenarios(history, design, row)
-        if previous is not None:
-            std = match_slots(std, previous, 2 * m)
-        previous = std
-        sets.append(std)
-        out[row : row + design.refresh] = std.vectors
+        chosen = choose_scenario_sets(
+            pool_at(history, row, design),
+            history.markets,
+            ks,
+            design.confidence,
+            design.spacing_degrees,
+            design.symmetric,
+            design.bound,
+        )
+        for k, std in chosen.items():
+            if k in previous:
+                std = match_slots(std, previous[k], 2 * m)
+            previous[k] = std
+            out[k][row : row + design.refresh] = std.vectors
+        sets.append(previous[design.n_scenarios])
         ready[row : row + design.refresh] = True
     return out, ready, sets
 
@@ -600,8 +670,10 @@ __all__ = [
     "JointHistory",
     "ScenarioDesign",
     "StandardScenarios",
+    "choose_scenario_sets",
     "choose_scenarios",
     "common_hours",
+    "cover_scales",
     "coverage",
     "direction_tails",
     "joint_history",

@@ -139,7 +139,7 @@ def tiny_prepared(fresh: list[bool]) -> PreparedBacktest:
     replay = KeeperReplay(shocks, np.ones(4, dtype=bool), 0, 0)
     rates = np.array([[0.02, 0.03]] * 4)
     ready = np.ones(4, dtype=bool)
-    return PreparedBacktest(history, config, rates, moves, replay, np.array(fresh), ready, [])
+    return PreparedBacktest(history, config, rates, moves, {2: replay}, np.array(fresh), ready, [])
 
 
 def test_score__tiny_book_by_hand():
