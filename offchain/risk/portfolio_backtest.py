@@ -450,6 +450,7 @@ class PortfolioBacktestResult:
     periods: dict[str, Period]
     times: IntArray = field(repr=False)
     series: dict[str, dict[str, FloatArray]] = field(repr=False)
+    keeper: dict[str, dict[str, object]] = field(default_factory=dict)
     adversarial: dict[str, AdversarialResult] | None = None
 
     def to_json(self) -> dict[str, object]:
@@ -472,6 +473,7 @@ class PortfolioBacktestResult:
                 "heartbeat": c.heartbeat,
             },
         }
+        out["keeper"] = self.keeper
         if self.adversarial is not None:
             out["adversarial"] = {k: a.to_json() for k, a in self.adversarial.items()}
         return out
@@ -536,10 +538,12 @@ def run_portfolio_backtest(
     families = [*standard_families(prep.markets), *extra_families]
     overall, rows, scored = evaluate_period(prep, families, "window", start, end)
     periods = {}
+    keeper = {"window": keeper_figures(prep, rows)}
     for name, lo, hi in (("calibration", start, CALIBRATION_END), ("report", CALIBRATION_END, end)):
         lo_ok = lo is None or hi is None or lo < hi
         if lo_ok and len(prep.rows(lo, hi)) >= 2:
             periods[name] = evaluate_period(prep, families, name, lo, hi)[0]
+            keeper[name] = keeper_figures(prep, prep.rows(lo, hi))
     series = {
         name: {
             "margin": margin.mean(axis=1),
@@ -568,7 +572,26 @@ def run_portfolio_backtest(
         periods=periods,
         times=prep.history.timestamps[rows],
         series=series,
+        keeper=keeper,
     )
+
+
+def keeper_figures(prep: PreparedBacktest, rows: IntArray) -> dict[str, object]:
+    """What the keeper signed on ``rows``: updates, clamped updates, largest ``|shock|`` and
+    largest change of one shock between consecutive updates, per market (bps)."""
+    r = prep.replay
+    signed = r.shocks[rows][r.pushed[rows]]
+    steps = np.abs(np.diff(signed, axis=0)) if len(signed) > 1 else np.zeros((1, *signed.shape[1:]))
+    return {
+        "updates": int(r.pushed[rows].sum()),
+        "clamped_updates_all_hours": r.clamped_updates,
+        "stale_hours": int((~prep.fresh[rows]).sum()),
+        "max_abs_shock_bps": {
+            m: int(np.abs(signed[:, :, i]).max()) if len(signed) else 0
+            for i, m in enumerate(prep.markets)
+        },
+        "max_step_bps": {m: int(steps[:, :, i].max()) for i, m in enumerate(prep.markets)},
+    }
 
 
 __all__ = [
@@ -583,6 +606,7 @@ __all__ = [
     "evaluate_period",
     "family_result",
     "fresh_rows",
+    "keeper_figures",
     "prepare",
     "replay_keeper",
     "run_portfolio_backtest",

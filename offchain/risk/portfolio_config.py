@@ -116,13 +116,13 @@ class PortfolioConfig:
 # Frozen by the rule of offchain.risk.portfolio_calibration on data up to 2021-12-31; to move to
 # the shipped risk configuration file's `portfolio:` section. Do not edit by hand: rerun the rule.
 FROZEN_PORTFOLIO = PortfolioConfig(
-    n_scenarios=12,
-    residual=0.03,
+    n_scenarios=14,
+    residual=0.0,
     floor=0.05,
     initial_ratio=2.0,
-    max_shock_bps=(("BTC", 6500), ("ETH", 6500), ("SOL", 6000)),
-    default_max_shock_bps=6500,
-    max_step_bps=5600,
+    max_shock_bps=(("BTC", 6500), ("ETH", 6500), ("SOL", 8000)),
+    default_max_shock_bps=8000,
+    max_step_bps=5700,
 )
 
 __all__ = ["CALIBRATION_END", "FROZEN_PORTFOLIO", "PortfolioConfig", "market_name"]

@@ -125,6 +125,11 @@ def format_portfolio_table(result: PortfolioBacktestResult) -> str:
                 f"{100 * fam.avg_margin_saving_vs_tiered:>6.1f}% {fam.total_shortfall:>9.4f} "
                 f"{fam.tiered_total_shortfall:>9.4f} {100 * fam.tiered_breach_rate:>10.3f}"
             )
+    for name, k in result.keeper.items():
+        lines.append(
+            f"keeper, {name}: {k['updates']} updates, {k['stale_hours']} stale hours; largest "
+            f"|shock| {k['max_abs_shock_bps']} bps, largest step {k['max_step_bps']} bps"
+        )
     for key, adv in (result.adversarial or {}).items():
         w = ", ".join(f"{m} {x:+.3f}" for m, x in zip(adv.markets, adv.weights, strict=True))
         lines.append(
@@ -137,8 +142,8 @@ def format_portfolio_table(result: PortfolioBacktestResult) -> str:
 
 
 def plot_portfolio(result: PortfolioBacktestResult, path: str | Path) -> Path:
-    """Write a PNG: per family, the 30-day average of margin, tiered sum and |loss| (fractions
-    of gross notional), with the report period shaded."""
+    """Write a PNG: per family, the trailing 30-day average of margin, tiered sum and |loss|
+    (fractions of gross notional), with the report period shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -151,7 +156,12 @@ def plot_portfolio(result: PortfolioBacktestResult, path: str | Path) -> Path:
     fig, axes = plt.subplots(len(names), 1, sharex=True, figsize=(13, 2.4 * len(names) + 1))
     axes = np.atleast_1d(axes)
     window = 24 * 30
-    kernel = np.ones(window) / window
+
+    def trailing_mean(y: np.ndarray) -> np.ndarray:
+        c = np.cumsum(np.insert(y, 0, 0.0))
+        lo = np.maximum(np.arange(1, len(y) + 1) - window, 0)
+        return (c[1:] - c[lo]) / (np.arange(1, len(y) + 1) - lo)
+
     for ax, name in zip(axes, names, strict=True):
         s = result.series[name]
         for key, style, label in (
@@ -159,8 +169,7 @@ def plot_portfolio(result: PortfolioBacktestResult, path: str | Path) -> Path:
             ("margin", "-", "portfolio margin"),
             ("loss", ":", "|loss| next horizon"),
         ):
-            y = np.convolve(s[key], kernel, mode="same") if len(s[key]) > window else s[key]
-            ax.plot(when, 100 * y, style, lw=0.9, label=label)
+            ax.plot(when, 100 * trailing_mean(s[key]), style, lw=0.9, label=label)
         ax.set_ylabel(f"{name}\n% of gross")
         report = np.asarray(result.times) >= CALIBRATION_END
         if report.any():
