@@ -71,7 +71,7 @@ backtest: install
 
 # The portfolio margin on the 2018-2023 files: the calibration rule rechecked on data up to
 # 2021 (BTC/ETH from 2018, then BTC/ETH/SOL from SOL's listing), then both groups walked forward
-# with the frozen parameters (tables, out/backtest_portfolio_*.json and .png). About 10 minutes.
+# with the frozen parameters (tables, out/backtest_portfolio_*.json and .png). About 15 minutes.
 PORTFOLIO_FILES := $(foreach a,btc eth,--prices $(SHARED_DATA)/binance_$(a)usdt_1h_2018_2023.csv)
 backtest-portfolio: install
 	mkdir -p out

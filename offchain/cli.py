@@ -285,13 +285,13 @@ def backtest_portfolio(
     progress: bool | None,
 ) -> None:
     """Walk-forward backtest of the portfolio margin against the tiered sum."""
+    from offchain.risk.joint_returns import common_hours
     from offchain.risk.portfolio_report import (
         calibration_report,
         format_portfolio_table,
         plot_portfolio,
         run_with_adversarial,
     )
-    from offchain.risk.scenarios import common_hours
 
     start = _portfolio_day(from_day, "--from")
     end_day = _portfolio_day(to_day, "--to")

@@ -49,6 +49,7 @@ import numpy.typing as npt
 
 from offchain.protocol.portfolio_math import ShockGuardrails, clamp_shocks
 from offchain.risk.backtest import BacktestConfig, christoffersen, kupiec_pof, run_backtest
+from offchain.risk.joint_returns import JointHistory, joint_history
 from offchain.risk.portfolio_config import (
     CALIBRATION_END,
     FROZEN_PORTFOLIO,
@@ -58,10 +59,8 @@ from offchain.risk.portfolio_config import (
 from offchain.risk.portfolio_search import AdversarialResult
 from offchain.risk.prices import HOUR, Candles
 from offchain.risk.scenarios import (
-    JointHistory,
     ScenarioDesign,
     StandardScenarios,
-    joint_history,
     walk_forward_shocks,
     walk_forward_vectors,
 )

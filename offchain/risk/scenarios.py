@@ -7,8 +7,9 @@ chooses those shocks, the same way every hour for the keeper and for the backtes
 **Filtered joint distribution.** Each market's hourly log returns are standardised by its own
 volatility filter, the single-market model's (:func:`offchain.risk.risk_measures.
 variance_forecasts` with :data:`offchain.risk.calibration.RECOMMENDED_MODEL`):
-``z_it = r_it / sigma_it``. The markets are joined on the hour (only hours where every market has
-a candle and its next candle an hour later give a joint vector ``z_t``); the cross-sectional
+``z_it = r_it / sigma_it``. The markets are joined on the hour
+(:mod:`offchain.risk.joint_returns`; only hours where every market has a candle and its next
+candle an hour later give a joint vector ``z_t``); the cross-sectional
 vectors are kept as they are, so the dependence of the tails (crashes together, decouplings) is
 the historical one, and today's shocks are ``sigma_{i,now} z_t`` (Barone-Adesi et al. 1999;
 its multivariate form keeps each market's filter and the joint residual vectors). As in the
@@ -72,87 +73,14 @@ import numpy.typing as npt
 from scipy.optimize import linear_sum_assignment
 
 from offchain.protocol.portfolio_math import BPS, INT16_MAX, INT16_MIN, MAX_SCENARIOS
-from offchain.risk.calibration import RECOMMENDED_MODEL
-from offchain.risk.prices import HOUR, Candles
-from offchain.risk.risk_measures import RiskModel, check_confidence, tail_count, variance_forecasts
+from offchain.risk.joint_returns import JointHistory
+from offchain.risk.risk_measures import check_confidence, tail_count
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 DIRECTION_CHUNK = 64  # directions projected at once (bounds memory at N x 64 floats)
-
-
-# ---------------------------------------------------------------------------------------------
-# The joint history
-
-
-@dataclass(frozen=True)
-class JointHistory:
-    """Markets joined on the hour: row ``j`` is the candle opening at ``timestamps[j]`` in every
-    market.
-
-    ``sigma[j, i]`` is market ``i``'s volatility forecast (log units) for the return after
-    candle ``j``, from its own closes up to candle ``j``. ``residual[j, i]`` is that return
-    over ``sigma[j, i]``, a row of NaN unless every market's next candle is row ``j + 1`` and one
-    hour later (the last row has none).
-    """
-
-    markets: tuple[str, ...]
-    timestamps: IntArray
-    close: FloatArray
-    sigma: FloatArray
-    residual: FloatArray
-
-    def __len__(self) -> int:
-        return len(self.timestamps)
-
-    @property
-    def valid(self) -> BoolArray:
-        """Rows with a joint residual vector."""
-        return np.all(np.isfinite(self.residual), axis=1)
-
-
-def common_hours(candles: Sequence[Candles]) -> IntArray:
-    """Open times present in every series (sorted)."""
-    if len(candles) < 2:
-        raise ValueError(f"need at least two markets, got {len(candles)}")
-    times = candles[0].timestamps
-    for c in candles[1:]:
-        times = np.intersect1d(times, c.timestamps, assume_unique=True)
-    return times.astype(np.int64)
-
-
-def joint_history(candles: Sequence[Candles], model: RiskModel = RECOMMENDED_MODEL) -> JointHistory:
-    """Standardise each market by its own filter and join them on the hour.
-
-    Raises
-    ------
-    ValueError
-        With fewer than two markets or fewer than three common hours.
-    """
-    times = common_hours(candles)
-    if len(times) < 3:
-        raise ValueError(f"the markets share {len(times)} hours; need at least 3")
-    n, m = len(times), len(candles)
-    close = np.empty((n, m))
-    sigma = np.empty((n, m))
-    residual = np.full((n, m), np.nan)
-    consecutive = np.append(np.diff(times) == HOUR, False)
-    for i, c in enumerate(candles):
-        idx = np.searchsorted(c.timestamps, times)
-        sigma2, _ = variance_forecasts(c, model)
-        s = np.sqrt(sigma2)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            z = np.append(c.log_returns() / s[:-1], np.nan)
-        own_next = np.append(c.timestamps[1:], -1)[idx]
-        ok = consecutive & (own_next == np.append(times[1:], -2))
-        close[:, i] = c.close[idx]
-        sigma[:, i] = s[idx]
-        residual[:, i] = np.where(ok, z[idx], np.nan)
-    residual[~np.all(np.isfinite(residual), axis=1)] = np.nan
-    names = tuple(c.symbol or f"market{i}" for i, c in enumerate(candles))
-    return JointHistory(names, times, close, sigma, residual)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -667,16 +595,13 @@ def walk_forward_shocks(
 
 
 __all__ = [
-    "JointHistory",
     "ScenarioDesign",
     "StandardScenarios",
     "choose_scenario_sets",
     "choose_scenarios",
-    "common_hours",
     "cover_scales",
     "coverage",
     "direction_tails",
-    "joint_history",
     "latest_scenarios",
     "match_slots",
     "pool_at",

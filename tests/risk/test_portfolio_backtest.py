@@ -16,6 +16,7 @@ from offchain.protocol.portfolio_math import (
     portfolio_margin,
 )
 from offchain.risk.backtest import christoffersen, kupiec_pof
+from offchain.risk.joint_returns import JointHistory
 from offchain.risk.portfolio_backtest import (
     SPEC_FAMILY_KEYS,
     Family,
@@ -30,7 +31,6 @@ from offchain.risk.portfolio_backtest import (
 )
 from offchain.risk.portfolio_config import FROZEN_PORTFOLIO, PortfolioConfig, market_name
 from offchain.risk.portfolio_search import book_margin, search_adversarial
-from offchain.risk.scenarios import JointHistory
 
 T0 = 1_600_000_000 // 3600 * 3600
 

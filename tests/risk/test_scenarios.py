@@ -9,16 +9,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from offchain.risk.joint_returns import common_hours, joint_history
 from offchain.risk.prices import Candles
 from offchain.risk.scenarios import (
     ScenarioDesign,
     StandardScenarios,
     choose_scenarios,
-    common_hours,
     cover_scales,
     coverage,
     direction_tails,
-    joint_history,
     latest_scenarios,
     match_slots,
     shocks_bps,
