@@ -298,8 +298,16 @@ def backtest_portfolio(
     if start is not None and end_day is not None and start > end_day:
         raise _OneLineUsageError(f"--from {from_day} is after --to {to_day}")
     candles = _portfolio_candles(prices_paths)
-    if len(common_hours(candles)) == 0:
+    hours = common_hours(candles)
+    if len(hours) == 0:
         raise _OneLineUsageError("the price files share no hour")
+    if (start is not None and start > hours[-1]) or (
+        end_day is not None and end_day + 86_400 <= hours[0]
+    ):
+        raise _OneLineUsageError(
+            f"the window {from_day or '...'} .. {to_day or '...'} misses the files' common hours "
+            f"({_when(hours[0])} .. {_when(hours[-1])})"
+        )
     show = sys.stderr.isatty() if progress is None else progress
     to_stdout = json_out == "-"
     if calibrate:

@@ -176,7 +176,8 @@ def plot_portfolio(result: PortfolioBacktestResult, path: str | Path) -> Path:
             ax.axvspan(when[int(np.argmax(report))], when[-1], color="grey", alpha=0.12)
         ax.legend(loc="upper right", fontsize=7)
     axes[0].set_title(
-        f"{'/'.join(result.markets)}: 30-day averages per family (report period 2022-2023 shaded)"
+        f"{'/'.join(result.markets)}: trailing 30-day averages per family "
+        "(report period 2022-2023 shaded)"
     )
     axes[-1].xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m"))
     fig.tight_layout()

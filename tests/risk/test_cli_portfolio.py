@@ -112,6 +112,13 @@ def test_backtest_portfolio__bad_window_is_one_line(runner, pair, extra, message
     assert result.stderr.startswith("Error: ") and message in result.stderr
 
 
+def test_backtest_portfolio__window_outside_the_data_is_one_line(runner, pair):
+    result = runner.invoke(main, [*args_for(pair), "--from", "2030-01-01"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "misses the files' common hours (2020-09-13 12:00 UTC .." in result.stderr
+
+
 def test_backtest_portfolio__one_file_is_one_line(runner, pair):
     result = runner.invoke(main, args_for(pair[:1]))
     assert result.exit_code == 2
