@@ -278,10 +278,13 @@ def account_requirements(
 class ShockGuardrails:
     """Governance bounds on a group's shocks, per market of the group (bps).
 
-    ``max_shock[i]`` bounds ``|z_ik|``; ``max_step[i]`` bounds ``|z_ik - z_ik(previous)|`` from
-    the second accepted update on (unless governance has since lowered ``max_shock[i]`` below a
-    previous shock of market ``i``: that market then starts afresh, as a multiplier does when
-    ``[min, max]`` moves past its target); ``heartbeat`` (seconds) makes the group stale.
+    ``max_shock[i]`` bounds ``|z_ik|``; ``max_step[i]`` bounds ``|z_ik - z_ik(previous)|``
+    while the previous update is in force (within ``heartbeat``) with the same scenario count,
+    unless governance has since lowered ``max_shock[i]`` below a previous shock of market ``i``
+    (that market then starts afresh, as a multiplier does when ``[min, max]`` moves past its
+    target). The caller passes ``previous=None`` to :func:`check_shocks` and
+    :func:`clamp_shocks` when the group is stale or the count changes, as the registry starts
+    afresh then; ``heartbeat`` (seconds) makes the group stale.
     """
 
     max_shock: tuple[int, ...]
@@ -309,10 +312,16 @@ def step_applies(previous_row: Sequence[int] | None, bound: int) -> bool:
 
 def _check_shape(shocks: Sequence[Sequence[int]], g: ShockGuardrails) -> None:
     if len(shocks) != len(g.max_shock):
-        raise ShocksRejected(f"{len(shocks)} markets of shocks for a group of {len(g.max_shock)}")
+        raise ShocksRejected(
+            f"scenarios: one shock word per market ({len(shocks)} markets of shocks for a group"
+            f" of {len(g.max_shock)})"
+        )
     counts = {len(row) for row in shocks}
     if len(counts) != 1 or not 1 <= counts.pop() <= MAX_SCENARIOS:
-        raise ShocksRejected(f"every market needs the same 1 to {MAX_SCENARIOS} shocks")
+        raise ShocksRejected(
+            f"scenarios: count must be 1 to {MAX_SCENARIOS} (every market needs the same"
+            f" 1 to {MAX_SCENARIOS} shocks)"
+        )
 
 
 def check_shocks(
@@ -328,12 +337,16 @@ def check_shocks(
         for k, z in enumerate(row):
             check_shock(z)
             if abs(z) > g.max_shock[i]:
-                raise ShocksRejected(f"market {i} scenario {k}: |{z}| bps above the bound")
+                raise ShocksRejected(
+                    f"scenarios: shock beyond its bound (market {i} scenario {k}: |{z}| bps"
+                    " above the bound)"
+                )
             if prev_row is not None and step_applies(prev_row, g.max_shock[i]):
                 old = prev_row[k] if k < len(prev_row) else 0
                 if abs(z - old) > g.max_step[i]:
                     raise ShocksRejected(
-                        f"market {i} scenario {k}: step {z - old} bps beyond the limit"
+                        "scenarios: shock moved beyond the step limit"
+                        f" (market {i} scenario {k}: step {z - old} bps)"
                     )
 
 

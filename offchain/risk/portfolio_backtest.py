@@ -195,7 +195,9 @@ def replay_keeper(
 ) -> KeeperReplay:
     """Sign every ready hour's proposal, clamped against the previous signed update.
 
-    Hours before the first proposal hold nothing (zeros, never pushed).
+    Hours before the first proposal hold nothing (zeros, never pushed). As the registry does,
+    the step limit binds only while the previous update is in force (pushed at most
+    ``heartbeat`` seconds, here whole hours, before); after a gap the group starts afresh.
     """
     n = len(proposed)
     if _never_clamped(proposed, ready, guardrails):
@@ -206,6 +208,8 @@ def replay_keeper(
     held = np.zeros_like(proposed)
     pushed = np.zeros(n, dtype=bool)
     previous: list[list[int]] | None = None
+    last_push = -1
+    in_force_hours = guardrails.heartbeat // HOUR
     clamped_updates = clamped_shocks = 0
     for j in range(n):
         if not ready[j]:
@@ -213,7 +217,9 @@ def replay_keeper(
                 held[j] = np.array(previous).T
             continue
         by_market = proposed[j].T.tolist()  # (M, K) as the chain stores it
-        signed = clamp_shocks(by_market, previous, guardrails)
+        in_force = previous if last_push >= 0 and j - last_push <= in_force_hours else None
+        signed = clamp_shocks(by_market, in_force, guardrails)
+        last_push = j
         diff = int(np.count_nonzero(np.array(signed) != np.array(by_market)))
         clamped_shocks += diff
         clamped_updates += diff > 0
