@@ -58,6 +58,33 @@ class DevnetMarket:
     oi_cap: int = 10**9 * WAD
 
 
+@dataclass(frozen=True)
+class DevnetGroup:
+    """A scenario group: its markets, the bound and step of each market's shocks (basis
+    points), the heartbeat and the portfolio parameters (WAD)."""
+
+    group_id: int
+    markets: tuple[int, ...]
+    max_shocks: tuple[int, ...]
+    max_steps: tuple[int, ...]
+    heartbeat: int = 7200
+    residual: int = WAD // 10
+    floor: int = WAD // 4
+    initial_ratio: int = 2 * WAD
+
+    def as_tuple(self) -> tuple:
+        """The contract's ``GroupConfig`` struct."""
+        return (
+            list(self.markets),
+            list(self.max_shocks),
+            list(self.max_steps),
+            self.heartbeat,
+            self.residual,
+            self.floor,
+            self.initial_ratio,
+        )
+
+
 @dataclass
 class System:
     """A deployed devnet: ape contract instances and the accounts that run it."""
@@ -70,6 +97,9 @@ class System:
     markets: list[DevnetMarket]
     exchange: Any
     keepers: list[str] = field(default_factory=list)
+    scenarios: Any = None
+    profiles: Any = None
+    relay: Any = None
 
     def feed_answer(self, price: float) -> int:
         return round(price * 10**FEED_DECIMALS)
@@ -131,6 +161,19 @@ def deploy_engine(
     return engine
 
 
+PROFILE_HEARTBEAT = 7 * 86_400  # a profile is re-signed within a week or expires
+
+
+def deploy_registries(project: Any, owner: Any, registry: Any, engine: Any) -> tuple[Any, Any, Any]:
+    """The scenario and profile registries (pushing into ``engine``) and the keeper relay."""
+    scenarios = project.ScenarioRegistry.deploy(registry, engine, sender=owner)
+    profiles = project.ProfileRegistry.deploy(registry, engine, PROFILE_HEARTBEAT, sender=owner)
+    engine.set_push_registry(1, scenarios, sender=owner)
+    engine.set_push_registry(2, profiles, sender=owner)
+    relay = project.KeeperRelay.deploy(registry, scenarios, sender=owner)
+    return scenarios, profiles, relay
+
+
 def deploy_system(
     owner: Any,
     markets: Sequence[DevnetMarket] = (DevnetMarket(1, "BTC", 60_000.0),),
@@ -138,9 +181,11 @@ def deploy_system(
     exchange: Any | None = None,
     guardian: Any | None = None,
     project: Any | None = None,
+    groups: Sequence[DevnetGroup] = (),
 ) -> System:
-    """Deploy token, one mock feed per market, registry and engine; configure and list every
-    market, authorise the keepers and the exchange (default: the owner)."""
+    """Deploy token, one mock feed per market, registry, engine, scenario and profile
+    registries and the keeper relay; configure and list every market and scenario group,
+    authorise the keepers and the exchange (default: the owner)."""
     if project is None:
         from ape import project as ape_project
 
@@ -177,6 +222,9 @@ def deploy_system(
         )
     exchange = exchange or owner
     engine.set_exchange(exchange, True, sender=owner)
+    scenarios, profiles, relay = deploy_registries(project, owner, registry, engine)
+    for g in groups:
+        scenarios.configure_group(g.group_id, g.as_tuple(), sender=owner)
     return System(
         owner=owner,
         token=token,
@@ -186,6 +234,9 @@ def deploy_system(
         markets=list(markets),
         exchange=exchange,
         keepers=list(keepers),
+        scenarios=scenarios,
+        profiles=profiles,
+        relay=relay,
     )
 
 
@@ -195,9 +246,11 @@ __all__ = [
     "DEVNET_TIERS",
     "FEED_DECIMALS",
     "USDC",
+    "DevnetGroup",
     "DevnetMarket",
     "System",
     "deploy_engine",
+    "deploy_registries",
     "deploy_system",
 ]
 

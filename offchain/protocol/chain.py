@@ -210,6 +210,10 @@ ENGINE_ABI = [
     _fn("collateral_of", [_a("owner"), _u("subaccount")], [_i()]),
     _fn("insurance_fund", [], [_u()]),
     _fn("bad_debt", [], [_u()]),
+    _fn("deficit", [], [_u()]),
+    _fn("trailing_volume", [_a("owner")], [_u()]),
+    _fn("premium_accumulator", [_u("market_id")], [_i(), _u()]),
+    _fn("funding_reserve_seconds", [_u("market_id")], [_u()]),
     _fn("open_interest", [_u("market_id")], [_u()]),
     _fn("mark_price", [_u("market_id")], [_u(), _param("", "bool")]),
     _fn("market_config", [_u("market_id")], [_param("", "tuple", _MARKET_CONFIG)]),
@@ -220,6 +224,12 @@ ENGINE_ABI = [
         "nonpayable",
     ),
     _fn("backstop", [_a("owner"), _u("subaccount")], [], "nonpayable"),
+    _fn(
+        "deleverage",
+        [_a("owner"), _u("subaccount"), _u("market_id"), _u("size")],
+        [_u()],
+        "nonpayable",
+    ),
 ]
 
 FEED_ABI = [
@@ -489,6 +499,31 @@ class EngineClient:
     def bad_debt(self) -> int:
         return int(self._call("bad_debt"))
 
+    def deficit(self) -> int:
+        """Bad debt plus the insurance fund's negative equity: what deleveraging recovers."""
+        return int(self._call("deficit"))
+
+    def mark_price(self, market_id: int) -> tuple[int, bool]:
+        price, fresh = self._call("mark_price", market_id)
+        return int(price), bool(fresh)
+
+    def trailing_volume(self, owner: str) -> int:
+        return int(self._call("trailing_volume", owner))
+
+    def premium_accumulator(self, market_id: int) -> tuple[int, int]:
+        """(cumulative notional x premium, cumulative notional), USD WAD."""
+        weighted, notional = self._call("premium_accumulator", market_id)
+        return int(weighted), int(notional)
+
+    def positions(self, accounts: Sequence[Subaccount], market_id: int) -> list[tuple[int, int]]:
+        """(size, open notional) of many subaccounts in one market, one batched round trip."""
+        rows = self._batch_call(
+            "position",
+            [(a.owner, a.subaccount, market_id) for a in accounts],
+            ["int256", "int256"],
+        )
+        return [(int(size), int(notional)) for size, notional in rows]
+
     def market_feed(self, market_id: int) -> str:
         return to_checksum_address(self._call("market_config", market_id)[0])
 
@@ -505,6 +540,10 @@ class EngineClient:
 
     def encode_backstop(self, owner: str, subaccount: int) -> bytes:
         data = self.contract.encode_abi("backstop", args=[owner, subaccount])
+        return bytes.fromhex(data.removeprefix("0x"))
+
+    def encode_deleverage(self, owner: str, subaccount: int, market_id: int, size: int) -> bytes:
+        data = self.contract.encode_abi("deleverage", args=[owner, subaccount, market_id, size])
         return bytes.fromhex(data.removeprefix("0x"))
 
 
