@@ -141,3 +141,11 @@ def test_profiles__trades_and_a_liquidation_read_into_classes(
     maker_record = records.record(maker.address, 0, histories[m_key])
     assert maker_record.positions and maker_record.positions[0].market_id == MARKET_BTC
     assert derive(maker_record, head.timestamp, DEVNET_CLASSES).name == "default"
+
+    # The devnet table fits the profile registry's bounds; the penalty the rule gives the
+    # trader is one the registry accepts, a discount is refused on-chain eligibility.
+    system.profiles.set_class_bounds(8 * WAD // 10, 2 * WAD, sender=system.owner)
+    for c in DEVNET_CLASSES.classes:
+        system.profiles.define_class(c.class_id, c.as_tuple(), sender=system.owner)
+    assert system.profiles.is_eligible(trader, 0, decision.class_id)
+    assert not system.profiles.is_eligible(trader, 0, DEVNET_CLASSES.by_name("maker").class_id)
