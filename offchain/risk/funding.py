@@ -396,6 +396,27 @@ class ReferenceFundingModel:
         return FundingQuote(rate, f, source, clipped=rate != raw, note=note)
 
 
+def funding_needs_push(
+    current: int, proposed: int, relative: float = 0.1, floor: int = DEFAULT_INTEREST_8H // 280_000
+) -> bool:
+    """Whether a new rate is worth an update on its own: it changes sign, or moves by more than
+    ``relative`` of the current rate and by more than ``floor`` (default 0.001% per 8 hours,
+    a tenth of the interest term). The premium decays every second and moves with every fill;
+    without this the keeper would push a funding change every block.
+
+    >>> funding_needs_push(17_361_111_111, 17_000_000_000)  # -2%: no
+    False
+    >>> funding_needs_push(3_472_222_222, 17_361_111_111), funding_needs_push(1, -1)
+    (True, True)
+    """
+    if proposed == current:
+        return False
+    if (proposed > 0) != (current > 0) and (proposed != 0 or current != 0):
+        return True
+    change = abs(proposed - current)
+    return change > floor and change > relative * abs(current)
+
+
 # ---------------------------------------------------------------------------------------------
 # Configuration
 
@@ -487,6 +508,7 @@ __all__ = [
     "bounded",
     "decayed_premium",
     "funding_model_from_config",
+    "funding_needs_push",
     "funding_rate_8h",
     "per_second",
     "reference_rate_8h",

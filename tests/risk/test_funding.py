@@ -310,3 +310,20 @@ def test_config__one_line_error_naming_the_key(section, match: str) -> None:
     with pytest.raises(ValueError, match=match) as info:
         funding_model_from_config(section, "markets[0].funding")
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("current", "proposed", "expected"),
+    [
+        (17_361_111_111, 17_361_111_111, False),
+        (17_361_111_111, 16_000_000_000, False),  # -8%: inside 10%
+        (17_361_111_111, 15_000_000_000, True),  # -14%
+        (1_000_000_000, 1_200_000_000, False),  # +20% but below 0.001% per 8 hours
+        (INTEREST_PER_S, -INTEREST_PER_S, True),  # the other side pays now
+        (0, 1, True),
+        (-(10**10), 0, True),
+        (-5, 0, False),
+    ],
+)
+def test_funding_needs_push__relative_and_absolute_band(current, proposed, expected) -> None:
+    assert funding.funding_needs_push(current, proposed) is expected
