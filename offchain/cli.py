@@ -7,6 +7,7 @@ Subcommands are imported when used, so ``dmm --help`` stays fast and a command's
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import logging
@@ -208,6 +209,133 @@ def risk(
             f"  {sc.label:<24} {'':<20}  move {sc.move:+8.3%}  "
             f"loss {sc.loss_long:+8.3%} / {sc.loss_short:+8.3%}"
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# dmm backtest-portfolio: the portfolio margin over joint scenarios (the work is in
+# offchain/risk/portfolio_report.py; this block only parses, checks and prints)
+
+
+class _OneLineUsageError(click.UsageError):
+    """A usage error printed as one line, ``Error: ...``, exit code 2."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"Error: {self.format_message()}", err=True)
+
+
+def _portfolio_day(text: str | None, option: str) -> int | None:
+    """``YYYY-MM-DD`` (UTC) as epoch seconds of its midnight."""
+    if text is None:
+        return None
+    try:
+        day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise _OneLineUsageError(f"{option} must be a date YYYY-MM-DD, got {text!r}") from None
+    return int(day.timestamp())
+
+
+def _portfolio_candles(paths: tuple[Path, ...]) -> list[Any]:
+    from offchain.risk.portfolio_config import market_name
+    from offchain.risk.prices import load_candles
+
+    if len(paths) < 2:
+        raise _OneLineUsageError(f"need --prices for two markets or more, got {len(paths)}")
+    for path in paths:
+        if not path.is_file():
+            raise _OneLineUsageError(f"--prices {path}: no such file")
+    out = []
+    for path in paths:
+        try:
+            candles, _ = load_candles(path)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        out.append(dataclasses.replace(candles, symbol=market_name(candles.symbol)))
+    names = [c.symbol for c in out]
+    if len(set(names)) != len(names):
+        raise _OneLineUsageError(f"the same market twice: {', '.join(names)}")
+    return out
+
+
+@main.command("backtest-portfolio")
+@click.option(
+    "--prices",
+    "prices_paths",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Hourly candle CSV of one market of the group; repeat (two markets or more).",
+)
+@click.option("--from", "from_day", help="First evaluated day, UTC YYYY-MM-DD (earlier: warm-up).")
+@click.option("--to", "to_day", help="Last evaluated day, UTC YYYY-MM-DD (included).")
+@click.option("--json", "json_out", help="Write the SPEC.md layout here ('-': stdout).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--calibrate",
+    is_flag=True,
+    help="Rerun the rule on data up to 2021 (the first two files, then all) and compare it "
+    "with the frozen parameters.",
+)
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a TTY).")
+def backtest_portfolio(
+    prices_paths: tuple[Path, ...],
+    from_day: str | None,
+    to_day: str | None,
+    json_out: str | None,
+    plot_path: Path | None,
+    calibrate: bool,
+    progress: bool | None,
+) -> None:
+    """Walk-forward backtest of the portfolio margin against the tiered sum."""
+    from offchain.risk.joint_returns import common_hours
+    from offchain.risk.portfolio_report import (
+        calibration_report,
+        format_portfolio_table,
+        plot_portfolio,
+        run_with_adversarial,
+    )
+
+    start = _portfolio_day(from_day, "--from")
+    end_day = _portfolio_day(to_day, "--to")
+    if start is not None and end_day is not None and start > end_day:
+        raise _OneLineUsageError(f"--from {from_day} is after --to {to_day}")
+    candles = _portfolio_candles(prices_paths)
+    hours = common_hours(candles)
+    if len(hours) == 0:
+        raise _OneLineUsageError("the price files share no hour")
+    if (start is not None and start > hours[-1]) or (
+        end_day is not None and end_day + 86_400 <= hours[0]
+    ):
+        raise _OneLineUsageError(
+            f"the window {from_day or '...'} .. {to_day or '...'} misses the files' common hours "
+            f"({_when(hours[0])} .. {_when(hours[-1])})"
+        )
+    show = sys.stderr.isatty() if progress is None else progress
+    to_stdout = json_out == "-"
+    if calibrate:
+        groups = [candles[:2], candles] if len(candles) > 2 else [candles]
+        try:
+            text, _ = calibration_report(groups, progress=show)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(text, err=to_stdout)
+    end = None if end_day is None else end_day + 86_400
+    try:
+        result = run_with_adversarial(candles, start=start, end=end, progress=show)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(format_portfolio_table(result), err=to_stdout)
+    if json_out is not None:
+        doc = json.dumps(result.to_json(), indent=2) + "\n"
+        if to_stdout:
+            click.echo(doc, nl=False)
+        else:
+            out = Path(json_out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(doc)
+            click.echo(f"wrote {out}")
+    if plot_path is None:
+        name = f"backtest_portfolio_{'_'.join(_slug(m) for m in result.markets)}.png"
+        plot_path = Path(json_out).with_suffix(".png") if json_out and not to_stdout else Path(name)
+    click.echo(f"wrote {plot_portfolio(result, plot_path)}", err=to_stdout)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,9 @@
 decimals: public(uint8)
 # @dev Latest answer.
 answer: public(int256)
-# @dev Time the latest answer was stamped.
-updated_at: public(uint256)
-# @dev Latest round id.
-round_id: public(uint80)
-# @dev When set, `latestRoundData` reverts (a dead or paused aggregator).
-reverting: public(bool)
+# @dev round id (80 bits) | updatedAt << 80 | reverting << 255, one slot as an aggregator
+#      packs its round data (a read costs what a Chainlink aggregator's does, not more).
+_round: uint256
 
 
 @deploy
@@ -30,8 +27,7 @@ def __init__(decimals_: uint8, answer_: int256):
     """
     self.decimals = decimals_
     self.answer = answer_
-    self.updated_at = block.timestamp
-    self.round_id = 1
+    self._round = 1 | (block.timestamp << 80)
 
 
 @external
@@ -40,8 +36,7 @@ def set_answer(answer_: int256):
     @dev Sets a new answer stamped with `block.timestamp` and bumps the round.
     """
     self.answer = answer_
-    self.updated_at = block.timestamp
-    self.round_id += 1
+    self._round = ((self._round & (2**80 - 1)) + 1) | (block.timestamp << 80) | (self._round & (1 << 255))
 
 
 @external
@@ -49,9 +44,9 @@ def set_round(answer_: int256, updated_at_: uint256):
     """
     @dev Sets a new answer with an explicit `updatedAt` and bumps the round.
     """
+    assert updated_at_ < 2**80, "feed: time too large"
     self.answer = answer_
-    self.updated_at = updated_at_
-    self.round_id += 1
+    self._round = ((self._round & (2**80 - 1)) + 1) | (updated_at_ << 80) | (self._round & (1 << 255))
 
 
 @view
@@ -60,8 +55,38 @@ def latestRoundData() -> (uint80, int256, uint256, uint256, uint80):
     """
     @dev Returns (roundId, answer, startedAt, updatedAt, answeredInRound).
     """
-    assert not self.reverting, "feed: dead"
-    return self.round_id, self.answer, self.updated_at, self.updated_at, self.round_id
+    r: uint256 = self._round
+    assert r >> 255 == 0, "feed: dead"
+    round_id: uint80 = convert(r & (2**80 - 1), uint80)
+    updated: uint256 = (r >> 80) & (2**80 - 1)
+    return round_id, self.answer, updated, updated, round_id
+
+
+@view
+@external
+def updated_at() -> uint256:
+    """
+    @dev Time the latest answer was stamped.
+    """
+    return (self._round >> 80) & (2**80 - 1)
+
+
+@view
+@external
+def round_id() -> uint80:
+    """
+    @dev Latest round id.
+    """
+    return convert(self._round & (2**80 - 1), uint80)
+
+
+@view
+@external
+def reverting() -> bool:
+    """
+    @dev Whether `latestRoundData` reverts.
+    """
+    return self._round >> 255 == 1
 
 
 @external
@@ -69,7 +94,10 @@ def set_reverting(reverting_: bool):
     """
     @dev Makes `latestRoundData` revert (True) or answer again (False).
     """
-    self.reverting = reverting_
+    if reverting_:
+        self._round = self._round | (1 << 255)
+    else:
+        self._round = self._round & ~(1 << 255)
 
 
 @view

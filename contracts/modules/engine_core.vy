@@ -391,11 +391,16 @@ def _leg(
     @dev One position's figures at mark prices (fresh prices when `strict`)
          and its unpaid funding.
     """
+    # The hot path of every health check: fields are unpacked inline (the
+    # layouts are in `engine_state`), and `unsafe_*` is used where the bounds
+    # of the packed fields rule out overflow.
     leg: Leg = empty(Leg)
     leg.market_id = market_id
     packed: uint256 = engine_state.positions[owner][subaccount][market_id]
-    leg.size = self._unpack_size(packed)
-    leg.open_notional = self._unpack_notional(packed)
+    if packed != 0:
+        # Both halves are within (-2**127, 2**127) once the bias is removed.
+        leg.size = unsafe_sub(convert(packed >> 128, int256), BIAS_127)
+        leg.open_notional = unsafe_sub(convert(packed & MASK_128, int256), BIAS_127)
     oracle: uint256 = engine_state.oracle[market_id]
     fw: uint256 = engine_state.funding[market_id]
     rw: uint256 = engine_state.risk[market_id]
@@ -407,30 +412,34 @@ def _leg(
     leg.price = price
     if strict:
         self._assert_fresh(status)
-        self._assert_inside_bounds(market_id, leg.price)
+        self._assert_inside_bounds(market_id, price)
     owed: int256 = fixed_point._ceil_div_signed(
         leg.size * (self._index_now(fw, rw) - engine_state.funding_snapshot[owner][subaccount][market_id]), IWAD
     )
-    leg.notional = fixed_point._ceil_mul(convert(abs(leg.size), uint256), leg.price)
+    # |size| < 2**127 and price < 2**96: the product is below 2**223.
+    leg.notional = fixed_point._ceil_div(unsafe_mul(convert(abs(leg.size), uint256), price), WAD)
     base: uint256 = self._base_margin(market_id, leg.notional, t0)
     m: uint256 = self._multiplier(market_id, rw, (t0 >> 192) & MASK_32)
     min_mult: uint256 = 0
     if class_mult < WAD:
         min_mult = (engine_state.rules[market_id] >> 160) & MASK_64
     leg.mult = self._with_class(m, class_mult, min_mult)
-    leg.maintenance = self._maintenance_of(base, leg.mult, leg.notional)
+    # base < 2**60 * 2**128 and the multiplier < 2**64 (2**66 with a class): below 2**254.
+    leg.maintenance = min(leg.notional, fixed_point._ceil_div(unsafe_mul(base, leg.mult), WAD * WAD))
     if want_initial:
         m_initial: uint256 = self._with_class(max(m, rw & MASK_64), class_mult, min_mult)
         leg.initial = min(
             leg.notional,
-            fixed_point._ceil_mul(fixed_point._ceil_div(base * m_initial, WAD * WAD), engine_state.initial_ratio[market_id]),
+            fixed_point._ceil_mul(fixed_point._ceil_div(unsafe_mul(base, m_initial), WAD * WAD), engine_state.initial_ratio[market_id]),
         )
     # Expected funding over the reserve horizon, for the side that pays.
-    rate: int256 = margin_rules._funding_in_force(self._rate_of(rw), (rw >> 128) & MASK_40, rw >> 216, block.timestamp)
-    if (rate > 0 and leg.size > 0) or (rate < 0 and leg.size < 0):
-        leg.reserve_rate = convert(abs(rate), uint256) * self._reserve_seconds_of(oracle)
-        leg.reserve = fixed_point._ceil_mul(leg.notional, leg.reserve_rate)
-    leg.group = self._group_of(oracle)
+    reserve_seconds: uint256 = (oracle >> 205) & MASK_32
+    if reserve_seconds != 0:
+        rate: int256 = margin_rules._funding_in_force(self._rate_of(rw), (rw >> 128) & MASK_40, rw >> 216, block.timestamp)
+        if (rate > 0 and leg.size > 0) or (rate < 0 and leg.size < 0):
+            leg.reserve_rate = convert(abs(rate), uint256) * reserve_seconds
+            leg.reserve = fixed_point._ceil_mul(leg.notional, leg.reserve_rate)
+    leg.group = (oracle >> 197) & MASK_8
     return leg, owed
 
 
@@ -504,11 +513,96 @@ def _requirements(acct: Account) -> (uint256, uint256, uint256):
     gw: uint256 = self._fresh_group(acct.group)
     if gw == 0:
         return tiered + reserve, tiered_initial + reserve, tiered
-    moves: DynArray[int256, MAX_SCENARIOS] = self._scenario_moves(acct.legs, gw & MASK_5, MAX_POSITIONS)
     maintenance: uint256 = 0
     initial: uint256 = 0
-    maintenance, initial = self._portfolio(tiered, tiered_initial, self._worst_loss(moves), gw)
+    maintenance, initial = self._portfolio(tiered, tiered_initial, self._worst_loss_of(acct.legs), gw)
     return maintenance + reserve, initial + reserve, tiered
+
+
+@pure
+@internal
+def _worst_loss_of(legs: DynArray[Leg, MAX_POSITIONS]) -> uint256:
+    """
+    @dev L = max(0, max_k ceil(-sum_i s_i * p_i * z_ik / (WAD * 10_000))),
+         over all 16 scenario slots (the registry keeps slots beyond the
+         count at zero, which lose nothing). ceil is monotone, so the worst
+         scenario's move is found first and divided once. The scenario loop
+         is unrolled: it runs in every health check of a portfolio.
+    """
+    m0: int256 = 0
+    m1: int256 = 0
+    m2: int256 = 0
+    m3: int256 = 0
+    m4: int256 = 0
+    m5: int256 = 0
+    m6: int256 = 0
+    m7: int256 = 0
+    m8: int256 = 0
+    m9: int256 = 0
+    m10: int256 = 0
+    m11: int256 = 0
+    m12: int256 = 0
+    m13: int256 = 0
+    m14: int256 = 0
+    m15: int256 = 0
+    z: int256 = 0
+    for i: uint256 in range(MAX_POSITIONS):
+        if i >= len(legs):
+            break
+        w: uint256 = legs[i].shocks
+        # |s| < 2**127 and p < 2**96; |z| <= 2**15: each term is below 2**238
+        # and a sum of eight below 2**241.
+        sp: int256 = unsafe_mul(legs[i].size, convert(legs[i].price, int256))
+        z = convert((w >> 0) & MASK_16, int256)
+        m0 = unsafe_add(m0, unsafe_mul(sp, z - ((z >> 15) << 16)))
+        z = convert((w >> 16) & MASK_16, int256)
+        m1 = unsafe_add(m1, unsafe_mul(sp, z - ((z >> 15) << 16)))
+        z = convert((w >> 32) & MASK_16, int256)
+        m2 = unsafe_add(m2, unsafe_mul(sp, z - ((z >> 15) << 16)))
+        z = convert((w >> 48) & MASK_16, int256)
+        m3 = unsafe_add(m3, unsafe_mul(sp, z - ((z >> 15) << 16)))
+        z = convert((w >> 64) & MASK_16, int256)
+        m4 = unsafe_add(m4, unsafe_mul(sp, z - ((z >> 15) << 16)))
+        z = convert((w >> 80) & MASK_16, int256)
+        m5 = unsafe_add(m5, unsafe_mul(sp, z - ((z >> 15) << 16)))
+        z = convert((w >> 96) & MASK_16, int256)
+        m6 = unsafe_add(m6, unsafe_mul(sp, z - ((z >> 15) << 16)))
+        z = convert((w >> 112) & MASK_16, int256)
+        m7 = unsafe_add(m7, unsafe_mul(sp, z - ((z >> 15) << 16)))
+        z = convert((w >> 128) & MASK_16, int256)
+        m8 = unsafe_add(m8, unsafe_mul(sp, z - ((z >> 15) << 16)))
+        z = convert((w >> 144) & MASK_16, int256)
+        m9 = unsafe_add(m9, unsafe_mul(sp, z - ((z >> 15) << 16)))
+        z = convert((w >> 160) & MASK_16, int256)
+        m10 = unsafe_add(m10, unsafe_mul(sp, z - ((z >> 15) << 16)))
+        z = convert((w >> 176) & MASK_16, int256)
+        m11 = unsafe_add(m11, unsafe_mul(sp, z - ((z >> 15) << 16)))
+        z = convert((w >> 192) & MASK_16, int256)
+        m12 = unsafe_add(m12, unsafe_mul(sp, z - ((z >> 15) << 16)))
+        z = convert((w >> 208) & MASK_16, int256)
+        m13 = unsafe_add(m13, unsafe_mul(sp, z - ((z >> 15) << 16)))
+        z = convert((w >> 224) & MASK_16, int256)
+        m14 = unsafe_add(m14, unsafe_mul(sp, z - ((z >> 15) << 16)))
+        z = convert((w >> 240) & MASK_16, int256)
+        m15 = unsafe_add(m15, unsafe_mul(sp, z - ((z >> 15) << 16)))
+    worst: int256 = 0
+    worst = min(worst, m0)
+    worst = min(worst, m1)
+    worst = min(worst, m2)
+    worst = min(worst, m3)
+    worst = min(worst, m4)
+    worst = min(worst, m5)
+    worst = min(worst, m6)
+    worst = min(worst, m7)
+    worst = min(worst, m8)
+    worst = min(worst, m9)
+    worst = min(worst, m10)
+    worst = min(worst, m11)
+    worst = min(worst, m12)
+    worst = min(worst, m13)
+    worst = min(worst, m14)
+    worst = min(worst, m15)
+    return convert(fixed_point._ceil_div_signed(-worst, IWAD * BPS), uint256)
 
 
 @view
@@ -558,18 +652,6 @@ def _scenario_moves(legs: DynArray[Leg, MAX_POSITIONS], count: uint256, skip: ui
                 move += legs[i].size * convert(legs[i].price, int256) * self._shock(legs[i].shocks, k)
         moves.append(move)
     return moves
-
-
-@pure
-@internal
-def _worst_loss(moves: DynArray[int256, MAX_SCENARIOS]) -> uint256:
-    """
-    @dev L = max(0, max_k ceil(-move_k / (WAD * 10_000))).
-    """
-    worst: int256 = 0
-    for move: int256 in moves:
-        worst = max(worst, fixed_point._ceil_div_signed(-move, IWAD * BPS))
-    return convert(worst, uint256)
 
 
 @pure
