@@ -5,6 +5,7 @@
 #   make bench  - gas, risk-model and keeper benchmarks; writes bench/results.json
 #   make fuzz   - deeper property and stateful fuzzing (more examples, more steps)
 #   make backtest - the risk model's walk-forward backtest on BTC and ETH hourly prices
+#   make funding-study - reference-mode funding backtest, max_funding_rate and funding reserve
 #   make backtest-portfolio - portfolio margin vs the tiered sum on BTC/ETH(/SOL), both periods
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -22,7 +23,7 @@ PYTEST_UNIT := $(BIN)/ape test $(UNIT_DIRS)
 PYTEST_FUZZ := $(BIN)/pytest -p no:ape_test tests/fuzz
 PYTEST_ANVIL := $(BIN)/ape test tests/integration --network ethereum:local:foundry
 
-.PHONY: install demo test unit fuzz-quick integration lint bench fuzz backtest backtest-portfolio clean
+.PHONY: install demo test unit fuzz-quick integration lint bench fuzz backtest backtest-portfolio funding-study clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +69,13 @@ backtest: install
 		$(BIN)/dmm backtest --prices $(SHARED_DATA)/binance_$${asset}usdt_1h.csv \
 			--json out/backtest_$$asset.json || exit 1; \
 	done
+
+# Funding on the shared Binance settlements and candles (BTC, ETH, SOL): the reference mode
+# against the settled history, the registry's max_funding_rate and the funding reserve, sized on
+# 2019-2021 and reported on 2022-2023 at the model's 1-hour horizon (8 hours for comparison).
+funding-study: install
+	mkdir -p out
+	$(BIN)/python scripts/funding_study.py --data $(SHARED_DATA) --horizon 1 --horizon 8 --out out
 
 # The portfolio margin on the 2018-2023 files: the calibration rule rechecked on data up to
 # 2021 (BTC/ETH from 2018, then BTC/ETH/SOL from SOL's listing), then both groups walked forward
