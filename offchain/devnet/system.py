@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from offchain import WAD
+from offchain.protocol.deploy_config import DeploySpec, MarketSpec, MockFeed, MockToken
+from offchain.protocol.deploy_plan import ApeBackend, DeployRecord, execute, plan
 from offchain.protocol.margin_math import Guardrails, Tier
 
 USDC = 10**6
@@ -114,6 +116,60 @@ class System:
         )
 
 
+def _address(actor: Any) -> str:
+    return str(getattr(actor, "address", actor))
+
+
+def devnet_spec(
+    markets: Sequence[DevnetMarket], keepers: Sequence[str], exchange: str, guardian: str
+) -> DeploySpec:
+    """The deployment of a devnet system: a mock token and one mock feed per market."""
+    return DeploySpec(
+        collateral=None,
+        mock_collateral=MockToken("USD Coin", "USDC", 6),
+        guardian=guardian,
+        keepers=list(keepers),
+        signer_threshold=1,
+        allow_single_signer=True,
+        exchanges=[exchange],
+        markets=[
+            MarketSpec(
+                market_id=m.market_id,
+                name=m.name,
+                tiers=list(m.tiers),
+                initial_ratio=m.initial_ratio,
+                guardrails=m.guardrails,
+                feed=None,
+                mock_feed=MockFeed(round(m.price * 10**FEED_DECIMALS), FEED_DECIMALS),
+                max_price_age=m.max_price_age,
+                price_band=m.price_band,
+                liquidation_fee=m.liquidation_fee,
+                liquidator_share=m.liquidator_share,
+                oi_cap=m.oi_cap,
+            )
+            for m in markets
+        ],
+    )
+
+
+def system_from_record(
+    project: Any, record: DeployRecord, owner: Any, exchange: Any, markets: Sequence[DevnetMarket]
+) -> System:
+    """ape contract instances of a deployed devnet system."""
+    return System(
+        owner=owner,
+        token=project.MockERC20.at(record.address("token")),
+        registry=project.RiskParameterRegistry.at(record.address("registry")),
+        engine=project.MarginEngine.at(record.address("engine")),
+        feeds={
+            m.market_id: project.MockPriceFeed.at(record.address(f"feed:{m.market_id}"))
+            for m in markets
+        },
+        markets=list(markets),
+        exchange=exchange,
+    )
+
+
 def deploy_system(
     owner: Any,
     markets: Sequence[DevnetMarket] = (DevnetMarket(1, "BTC", 60_000.0),),
@@ -123,53 +179,22 @@ def deploy_system(
     project: Any | None = None,
 ) -> System:
     """Deploy token, one mock feed per market, registry and engine; configure and list every
-    market, authorise the keepers and the exchange (default: the owner)."""
+    market, authorise the keepers and the exchange (default: the owner). The steps are those of
+    a reviewed deployment (``offchain/protocol/deploy_plan.py``), kept in memory."""
     if project is None:
         from ape import project as ape_project
 
         project = ape_project
-    token = project.MockERC20.deploy("USD Coin", "USDC", 6, sender=owner)
-    registry = project.RiskParameterRegistry.deploy(guardian or owner, sender=owner)
-    for keeper in keepers:
-        registry.add_keeper(keeper, sender=owner)
-    engine = project.MarginEngine.deploy(token, registry, sender=owner)
-    feeds: dict[int, Any] = {}
-    for m in markets:
-        registry.configure_market(
-            m.market_id,
-            [(t.notional_floor, t.maintenance_rate) for t in m.tiers],
-            m.initial_ratio,
-            m.guardrails.as_tuple(),
-            sender=owner,
-        )
-        feed = project.MockPriceFeed.deploy(
-            FEED_DECIMALS, round(m.price * 10**FEED_DECIMALS), sender=owner
-        )
-        feeds[m.market_id] = feed
-        engine.add_market(
-            m.market_id,
-            (
-                feed.address,
-                m.max_price_age,
-                m.price_band,
-                m.liquidation_fee,
-                m.liquidator_share,
-                m.oi_cap,
-            ),
-            sender=owner,
-        )
     exchange = exchange or owner
-    engine.set_exchange(exchange, True, sender=owner)
-    return System(
-        owner=owner,
-        token=token,
-        registry=registry,
-        engine=engine,
-        feeds=feeds,
-        markets=list(markets),
-        exchange=exchange,
-        keepers=list(keepers),
+    spec = devnet_spec(
+        markets, [_address(k) for k in keepers], _address(exchange), _address(guardian or owner)
     )
+    backend = ApeBackend(project, owner, owner.provider.web3)
+    record = DeployRecord(spec.config_hash(), backend.chain_id(), backend.deployer)
+    execute(plan(spec), backend, record)
+    system = system_from_record(project, record, owner, exchange, markets)
+    system.keepers = list(keepers)
+    return system
 
 
 __all__ = [
@@ -181,6 +206,8 @@ __all__ = [
     "DevnetMarket",
     "System",
     "deploy_system",
+    "devnet_spec",
+    "system_from_record",
 ]
 
 
