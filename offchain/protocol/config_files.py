@@ -92,7 +92,7 @@ _UniqueKeyLoader.add_constructor(
 def parse_yaml(text: str, source: str) -> Any:
     """Parse YAML ``text`` (``source`` names it in errors); refuses non-finite numbers."""
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -149,37 +149,57 @@ def key_path(loc: Sequence[str | int]) -> str:
     return out
 
 
-def _fields_at(model: type[BaseModel] | None, loc: Sequence[str | int]) -> list[str]:
-    """The field names of the sub-model of ``model`` that ``loc`` points into."""
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models inside ``annotation`` (``X``, ``X | None``, ``list[X]``, ``A | B``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found += _models_in(arg)
+    return found
+
+
+def _walk(model: type[BaseModel] | None, loc: Sequence[str | int]) -> tuple[list, Any]:
+    """``loc`` without pydantic's union tags, and the model it ends in (``None`` if none)."""
+    out: list[str | int] = []
     current: Any = model
     for part in loc:
-        if current is None:
-            return []
         if isinstance(part, int):
+            out.append(part)
             continue
-        field = getattr(current, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        current = _model_in(field.annotation)
-    return list(getattr(current, "model_fields", {}) or [])
+        members = _models_in(current) if current is not None else []
+        owner = next((m for m in members if part in m.model_fields), None)
+        if owner is not None:
+            out.append(part)
+            current = owner.model_fields[part].annotation
+            continue
+        # A discriminated union's tag (``calibrated``): step into the member it names.
+        tagged = [m for m in members if any(f.default == part for f in m.model_fields.values())]
+        if len(members) > 1 and tagged:
+            current = tagged[0]
+            continue
+        out.append(part)
+        current = None
+    return out, current
 
 
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model inside ``annotation`` (``X``, ``X | None``, ``list[X]``), if any."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()) or ():
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
+def _fields_at(model: type[BaseModel] | None, loc: Sequence[str | int]) -> list[str]:
+    """The field names of the sub-model of ``model`` that ``loc`` points into."""
+    _, current = _walk(model, loc)
+    members = _models_in(current) if current is not None else []
+    return list(members[0].model_fields) if len(members) == 1 else []
 
 
 def _describe(error: Mapping[str, Any], model: type[BaseModel] | None) -> str:
-    loc = tuple(error.get("loc", ()))
+    loc, _ = _walk(model, tuple(error.get("loc", ())))
     kind = error.get("type", "")
-    where = key_path(loc) or "the document"
+    where = key_path(loc)
     value = error.get("input")
+    if kind == "union_tag_invalid":
+        ctx = error.get("ctx") or {}
+        name = str(ctx.get("discriminator", "kind")).strip("'")
+        tags = ctx.get("expected_tags")
+        return f"{where}: {name} {ctx.get('tag')!r} is not one of {tags}"
     if kind == "extra_forbidden":
         allowed = _fields_at(model, loc[:-1])
         name = str(loc[-1]) if loc else ""
@@ -193,7 +213,7 @@ def _describe(error: Mapping[str, Any], model: type[BaseModel] | None) -> str:
     message = message.removeprefix("Value error, ")
     if kind.startswith(("bool", "int", "float", "string", "finite", "decimal", "literal")):
         message += f", got {value!r}"
-    return f"{where}: {message}"
+    return f"{where}: {message}" if where else message
 
 
 def validation_message(

@@ -108,6 +108,30 @@ def nonzero_address(value: str) -> str:
     return value
 
 
+def wad(value: Any, where: str) -> int:
+    """:func:`to_wad` raising :class:`DeployConfigError` naming ``where`` (for other readers of
+    the same number format, e.g. the risk configuration)."""
+    try:
+        return to_wad(value)
+    except ValueError as exc:
+        raise DeployConfigError(f"{where}: {exc}") from None
+
+
+def seconds(value: Any, where: str) -> int:
+    """A whole, non-negative number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise DeployConfigError(f"{where}: {value!r} is not a whole number of seconds")
+    return value
+
+
+def address(value: Any, where: str) -> str:
+    """A 0x-prefixed 20-byte address (checksummed when mixed-case)."""
+    try:
+        return check_address(str(value))
+    except ValueError as exc:
+        raise DeployConfigError(f"{where}: {exc}") from None
+
+
 Wad = Annotated[int, BeforeValidator(to_wad)]
 Seconds = Annotated[StrictInt, Field(ge=0)]
 Address = Annotated[str, AfterValidator(check_address)]
@@ -186,6 +210,7 @@ class EngineMarketFile(StrictModel):
 class MarketFile(StrictModel):
     id: Annotated[StrictInt, Field(ge=1, le=MAX_MARKET_ID)]
     name: str = ""
+    risk: str | None = None  # tiers, initial_ratio, guardrails from this risk_config market
     tiers: Annotated[list[TierFile], Field(min_length=1, max_length=8)]
     initial_ratio: Wad
     guardrails: GuardrailsFile
@@ -196,6 +221,7 @@ class DeployFile(StrictModel):
     """``deploy/*.yaml``: see ``deploy/testnet.example.yaml`` for every key."""
 
     chain_id: Annotated[StrictInt, Field(ge=1)]
+    risk_config: str | None = None  # the shipped risk configuration (relative to this file)
     collateral: NonzeroAddress | None = None
     mock_collateral: MockTokenFile | None = None
     guardian: Address = ZERO_ADDRESS
@@ -419,9 +445,65 @@ def deploy_spec(f: DeployFile) -> DeploySpec:
     )
 
 
-def parse_deploy_spec(raw: Any, source: str = "deployment file") -> DeploySpec:
-    """Parse and check a whole deployment file (already loaded from YAML)."""
+RISK_KEYS = ("tiers", "initial_ratio", "guardrails")
+
+
+def apply_risk_config(raw: Any, folder: Path) -> Any:
+    """Fill each market that names a ``risk:`` market with that market's ``tiers``,
+    ``initial_ratio`` and ``guardrails`` from the file ``risk_config`` names (one source for what
+    the backtest replays and what is deployed). Written in both places is refused."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("markets"), list):
+        return raw
+    markets = raw["markets"]
+    named = [i for i, m in enumerate(markets) if isinstance(m, dict) and m.get("risk") is not None]
+    source = raw.get("risk_config")
+    if source is None:
+        if named:
+            raise DeployConfigError(
+                f"markets[{named[0]}].risk: needs 'risk_config' (the risk file) at the top level"
+            )
+        return raw
+    if not isinstance(source, str):
+        raise DeployConfigError(f"risk_config: {source!r} is not a path")
+    path = Path(source) if Path(source).is_absolute() else folder / source
     try:
+        risk = load_yaml(path, "risk configuration")
+    except ConfigFileError as exc:
+        raise DeployConfigError(f"risk_config: {exc}") from None
+    entries = {
+        str(m.get("name", "")).lower(): m
+        for m in (risk.get("markets") or [] if isinstance(risk, dict) else [])
+        if isinstance(m, dict)
+    }
+    filled = []
+    for i, m in enumerate(markets):
+        if i not in named:
+            filled.append(m)
+            continue
+        name = str(m["risk"])
+        entry = entries.get(name.lower())
+        if entry is None:
+            raise DeployConfigError(
+                f"markets[{i}].risk: no market {name!r} in {path} (it has {sorted(entries)})"
+            )
+        for key in RISK_KEYS:
+            if key in m:
+                raise DeployConfigError(
+                    f"markets[{i}].{key}: comes from {path} (market {name}); remove it here"
+                )
+            if key not in entry:
+                raise DeployConfigError(f"{path}: market {name}: no '{key}'")
+        filled.append({**m, **{key: entry[key] for key in RISK_KEYS}})
+    return {**raw, "markets": filled}
+
+
+def parse_deploy_spec(
+    raw: Any, source: str = "deployment file", folder: Path | None = None
+) -> DeploySpec:
+    """Parse and check a whole deployment file (already loaded from YAML); ``risk_config`` is
+    read relative to ``folder`` (default: the working directory)."""
+    try:
+        raw = apply_risk_config(raw, folder or Path("."))
         return deploy_spec(validate(DeployFile, raw, source))
     except DeployConfigError:
         raise
@@ -436,7 +518,7 @@ def load_deploy_spec(path: str | Path) -> DeploySpec:
     except ConfigFileError as exc:
         raise DeployConfigError(str(exc)) from None
     try:
-        return parse_deploy_spec(raw, str(path))
+        return parse_deploy_spec(raw, str(path), Path(path).resolve().parent)
     except DeployConfigError as exc:
         text = str(exc)
         raise DeployConfigError(text if text.startswith(str(path)) else f"{path}: {text}") from None
@@ -487,7 +569,7 @@ def check_on_chain(spec: DeploySpec, w3: Any) -> list[str]:
         d = decimals_of(m.feed, key)
         try:
             answer = w3.eth.contract(address=m.feed, abi=FEED_ABI).functions.latestRoundData()
-            _, price, _, updated_at, _ = answer.call()
+            _, price, _, _, _ = answer.call()
         except Exception as exc:
             raise DeployConfigError(
                 f"{key}: {m.feed} does not answer latestRoundData() ({type(exc).__name__})"
@@ -504,9 +586,12 @@ __all__ = [
     "MarketSpec",
     "MockFeed",
     "MockToken",
+    "address",
     "check_market",
     "check_on_chain",
     "load_deploy_spec",
     "parse_deploy_spec",
+    "seconds",
     "to_wad",
+    "wad",
 ]
