@@ -116,19 +116,9 @@ def one_line(text: str) -> str:
 
 def describe_rpc_error(exc: BaseException) -> str:
     """The short reason a node did not answer ("connection refused", "timed out")."""
-    text = str(exc)
-    for needle, short in (
-        ("Connection refused", "connection refused"),
-        ("timed out", "timed out"),
-        ("Read timed out", "timed out"),
-        ("Name or service not known", "unknown host"),
-        ("Temporary failure in name resolution", "unknown host"),
-        ("No route to host", "no route to host"),
-        ("Connection reset", "connection reset"),
-    ):
-        if needle in text:
-            return short
-    return one_line(text)[:200]
+    from offchain.protocol.chain import describe_unavailable
+
+    return describe_unavailable(exc)
 
 
 # Failures at run time whose message already says what and where (exit code 1).

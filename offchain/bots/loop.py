@@ -25,7 +25,13 @@ from typing import Any
 from web3 import Web3
 
 from offchain.bots.metrics import BotMetrics
-from offchain.protocol.chain import Block, RpcUnavailable, last_answer, latest_block
+from offchain.protocol.chain import (
+    Block,
+    RpcUnavailable,
+    describe_unavailable,
+    last_answer,
+    latest_block,
+)
 
 log = logging.getLogger("dmm.loop")
 
@@ -93,6 +99,7 @@ def run_loop(
             if metrics is not None:
                 metrics.failure("rpc" if isinstance(exc, RpcUnavailable) else type(exc).__name__)
             if isinstance(exc, RpcUnavailable):
+                error = f"RpcUnavailable: {describe_unavailable(exc)}"
                 answered = last_answer(w3)
                 since = max(started, answered) if answered is not None else started
                 silent = clock() - since

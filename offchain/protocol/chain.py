@@ -49,6 +49,25 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+def describe_unavailable(exc: BaseException) -> str:
+    """The short reason a node did not answer ("connection refused", "timed out"), not the
+    transport library's paragraph."""
+    text = str(exc)
+    for needle, short in (
+        ("Connection refused", "connection refused"),
+        ("timed out", "timed out"),
+        ("Name or service not known", "unknown host"),
+        ("Temporary failure in name resolution", "unknown host"),
+        ("No route to host", "no route to host"),
+        ("Connection reset", "connection reset"),
+        ("Connection aborted", "connection aborted"),
+        ("RemoteDisconnected", "connection closed by the node"),
+    ):
+        if needle in text:
+            return short
+    return " ".join(text.split())[:200]
+
+
 def rpc(fn: Callable[[], T]) -> T:
     """Run one RPC interaction, mapping transport failures to ``RpcUnavailable``."""
     try:
@@ -633,6 +652,7 @@ __all__ = [
     "Subaccount",
     "call_view",
     "connect",
+    "describe_unavailable",
     "is_transient",
     "last_answer",
     "latest_block",

@@ -129,9 +129,8 @@ def _markets():
 
 
 def test_risk_model__calibrated_by_default_rates_read_once_on_first_use():
-    from offchain.bots.builders import risk_model
-
     from offchain.bots.bot_config import parse_config
+    from offchain.bots.builders import risk_model
 
     registry = _Registry()
     model = risk_model(parse_config({}), registry, _markets())
@@ -154,5 +153,5 @@ def test_risk_model__ewma_and_unknown_kind():
     assert build({"kind": "ewma", "lam": 0.9}) == EwmaRiskModel(lam=0.9)
     with pytest.raises(ConfigError, match="model: kind 'garch' is not one of 'calibrated', 'ewma'"):
         build({"kind": "garch"})
-    with pytest.raises(ConfigError, match="model.lam: unknown key"):
+    with pytest.raises(ConfigError, match=r"model\.lam: unknown key"):
         build({"lam": 0.9})  # the calibrated model (the default) has no lam
