@@ -16,7 +16,7 @@ export MPLBACKEND := Agg
 
 # Unit tests on ape's in-process chain; property and stateful fuzzing on titanoboa (fast EVM);
 # integration tests on an anvil devnet that ape-foundry starts and stops.
-UNIT_DIRS := $(wildcard tests/registry tests/engine tests/risk tests/protocol tests/bots tests/devnet tests/test_*.py)
+UNIT_DIRS := $(wildcard tests/registry tests/engine tests/risk tests/protocol tests/bots tests/devnet tests/cli tests/test_*.py)
 PYTEST_UNIT := $(BIN)/ape test $(UNIT_DIRS)
 PYTEST_FUZZ := $(BIN)/pytest -p no:ape_test tests/fuzz
 PYTEST_ANVIL := $(BIN)/ape test tests/integration --network ethereum:local:foundry

@@ -191,7 +191,7 @@ class LazyGroup(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="dmm", cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="dmm")
 @verbosity_options
 def main() -> None:
@@ -224,8 +224,14 @@ class FiniteFloat(click.ParamType):
 
     name = "number"
 
-    def __init__(self, low: float | None = None, low_open: bool = False) -> None:
-        self.low, self.low_open = low, low_open
+    def __init__(
+        self,
+        low: float | None = None,
+        low_open: bool = False,
+        high: float | None = None,
+        high_open: bool = False,
+    ) -> None:
+        self.low, self.low_open, self.high, self.high_open = low, low_open, high, high_open
 
     def convert(self, value: Any, param: Any, ctx: Any) -> float:
         try:
@@ -235,11 +241,13 @@ class FiniteFloat(click.ParamType):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         if self.low is not None and (number <= self.low if self.low_open else number < self.low):
-            self.fail(
-                f"{number:g} must be {'above' if self.low_open else 'at least'} {self.low:g}",
-                param,
-                ctx,
-            )
+            side = "above" if self.low_open else "at least"
+            self.fail(f"{number:g} must be {side} {self.low:g}", param, ctx)
+        if self.high is not None and (
+            number >= self.high if self.high_open else number > self.high
+        ):
+            side = "below" if self.high_open else "at most"
+            self.fail(f"{number:g} must be {side} {self.high:g}", param, ctx)
         return number
 
 

@@ -150,7 +150,7 @@ def parse_histories(items: tuple[str, ...]) -> dict[int, tuple[list[int], list[f
         market, sep, path = item.partition("=")
         if not sep or not market.strip().isdigit() or not path:
             raise click.BadParameter(f"{item!r}: expected MARKET_ID=CSV", param_hint="--history")
-        out[int(market)] = read_history(Path(path), f"--history {item}")
+        out[int(market)] = read_history(Path(path), "--history")
     return out
 
 
@@ -261,7 +261,7 @@ def liquidator_command(
 @click.option("--seed", type=int, default=7, show_default=True, help="Crash scenario seed.")
 @click.option(
     "--crash-pct",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    type=FiniteFloat(0.0, low_open=True, high=1.0, high_open=True),
     default=0.3,
     show_default=True,
     help="Total fall of the seeded crash, in (0, 1).",
@@ -314,7 +314,7 @@ def replay_command(
     if not targets:
         raise ConfigProblem("no feed: pass --feed or list markets with feeds in the config")
     if csv_path:
-        _, prices = read_history(Path(csv_path), f"--csv {csv_path}")
+        _, prices = read_history(Path(csv_path), "--csv")
         prices = prices[-last:]
     else:
         prices = crash_scenario(
