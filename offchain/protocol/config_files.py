@@ -221,6 +221,8 @@ def validation_message(
 ) -> str:
     """One line for a pydantic error: ``source: key.path: what is wrong`` (+ how many more)."""
     errors = exc.errors(include_url=False)
+    # A misspelt key explains the "required" error of the key it was meant to be: name it first.
+    errors.sort(key=lambda e: e.get("type") != "extra_forbidden")
     first = one_line(_describe(errors[0], model))
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{source}: {first}{more}"
