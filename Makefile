@@ -5,6 +5,8 @@
 #   make bench  - gas, risk-model and keeper benchmarks; writes bench/results.json
 #   make fuzz   - deeper property and stateful fuzzing (more examples, more steps)
 #   make backtest - the risk model's walk-forward backtest on BTC and ETH hourly prices
+#   make devnet - a local devnet (anvil, 1 s blocks) with both bots running through a crash;
+#                 stays up until Ctrl-C (make devnet ARGS=--once stops once both bots acted)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -21,7 +23,7 @@ PYTEST_UNIT := $(BIN)/ape test $(UNIT_DIRS)
 PYTEST_FUZZ := $(BIN)/pytest -p no:ape_test tests/fuzz
 PYTEST_ANVIL := $(BIN)/ape test tests/integration --network ethereum:local:foundry
 
-.PHONY: install demo test unit fuzz-quick integration lint bench fuzz backtest clean
+.PHONY: install demo devnet test unit fuzz-quick integration lint bench fuzz backtest clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +74,10 @@ backtest: install
 ARGS ?=
 demo: install
 	$(BIN)/ape run demo --network ethereum:local:foundry $(ARGS)
+
+# The operator's devnet: deploy/devnet.yaml deployed on anvil, bots' config in out/devnet/.
+devnet: install
+	$(BIN)/dmm devnet --crash $(ARGS)
 
 clean:
 	rm -rf .build .hypothesis .pytest_cache bench/results.json out

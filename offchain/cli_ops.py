@@ -436,9 +436,8 @@ def status_command(
     "--config",
     "config_path",
     type=click.Path(dir_okay=False),
-    default="deploy/devnet.yaml",
-    show_default=True,
-    help="Devnet file: node, system (mocks, markets), accounts, positions, bots.",
+    help="Devnet file: node, system (mocks, markets), accounts, positions, bots"
+    " [default: the repository's deploy/devnet.yaml].",
 )
 @click.option(
     "--out",
@@ -471,7 +470,7 @@ def status_command(
 @verbosity_options
 @operator_errors
 def devnet_command(
-    config_path: str,
+    config_path: str | None,
     out_dir: str,
     port: int | None,
     block_time: int | None,
@@ -484,7 +483,7 @@ def devnet_command(
 ) -> None:
     """A local devnet: anvil with a block time, the system deployed from a YAML, demo accounts
     funded and a ready bot config written; stays up until Ctrl-C."""
-    from offchain.devnet.launch import LaunchOptions, launch, stop_detached
+    from offchain.devnet.launch import DEFAULT_FILE, LaunchOptions, launch, stop_detached
 
     started = time.monotonic()
     if stop:
@@ -495,7 +494,7 @@ def devnet_command(
     if detach and (bots or crash):
         raise click.UsageError("--detach starts the node only; run the bots on their own")
     options = LaunchOptions(
-        config=Path(config_path),
+        config=Path(config_path) if config_path else DEFAULT_FILE,
         out=Path(out_dir),
         port=port,
         block_time=block_time,

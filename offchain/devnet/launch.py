@@ -36,7 +36,14 @@ from eth_account import Account
 
 from offchain import WAD
 from offchain.devnet.devnet_config import Devnet, DevnetConfigError, load_devnet
-from offchain.devnet.node import Node, alive, start_anvil, stop_from_pidfile, write_pidfile
+from offchain.devnet.node import (
+    ROOT,
+    Node,
+    alive,
+    start_anvil,
+    stop_from_pidfile,
+    write_pidfile,
+)
 from offchain.devnet.replay import CrashScenario, crash_scenario, replay, scaled_paths
 from offchain.protocol.chain import EngineClient, FeedClient, RegistryClient, connect
 from offchain.protocol.deploy_plan import ApeBackend, DeployRecord, execute, plan
@@ -45,6 +52,7 @@ from offchain.protocol.tx_sender import SenderConfig, TxSender
 log = logging.getLogger("dmm.devnet")
 
 MNEMONIC = "test test test test test test test test test test test junk"
+DEFAULT_FILE = ROOT / "deploy" / "devnet.yaml"
 HOUR = 3600
 REPLAY_SENDER = SenderConfig(poll_interval=0.1, backoff_initial=0.1, backoff_max=1.0)
 
@@ -85,8 +93,9 @@ def stop_detached(out: Path) -> str:
 
 def deploy_and_fund(devnet: Devnet, node: Node, out: Path) -> dict[str, Any]:
     """Deploy, fund and open the demo positions; returns addresses and the deployment time."""
-    from ape import accounts, networks, project
+    from ape import Project, accounts, networks
 
+    project = Project(ROOT)  # the repository's contracts, wherever the command runs from
     f = devnet.file
     with networks.ethereum.local.use_provider(
         "foundry", provider_settings={"host": node.url}
