@@ -94,7 +94,10 @@ def stop_detached(out: Path) -> str:
 def deploy_and_fund(devnet: Devnet, node: Node, out: Path) -> dict[str, Any]:
     """Deploy, fund and open the demo positions; returns addresses and the deployment time."""
     from ape import Project, accounts, networks
+    from ape.logging import logger as ape_logger
 
+    if logging.getLogger("dmm").getEffectiveLevel() >= logging.INFO:
+        ape_logger.set_level("WARNING")  # not a line per transaction: the steps are logged below
     project = Project(ROOT)  # the repository's contracts, wherever the command runs from
     f = devnet.file
     with networks.ethereum.local.use_provider(
@@ -111,6 +114,9 @@ def deploy_and_fund(devnet: Devnet, node: Node, out: Path) -> dict[str, Any]:
         steps = plan(devnet.spec)
         log.info("deploying %d steps (record %s)", len(steps), record_path)
         execute(steps, backend, record)
+        log.info(
+            "deployed: registry %s, engine %s", record.address("registry"), record.address("engine")
+        )
         token = project.MockERC20.at(
             record.address("token") if devnet.spec.collateral is None else devnet.spec.collateral
         )
