@@ -223,7 +223,7 @@ def write_files(devnet: Devnet, deployed: dict[str, Any], node: Node, out: Path)
     config = out / "bots.yaml"
     config.write_text(
         "# Written by `dmm devnet` for its devnet (see offchain/bots/keeper.example.yaml).\n"
-        "#   set -a; . out/devnet/devnet.env; set +a\n"
+        f"#   set -a; . {out / 'devnet.env'}; set +a\n"
         f"#   dmm keeper --config {config}\n"
         f"#   dmm liquidator --config {config}\n"
         f"#   dmm status --config {config}\n"
@@ -466,6 +466,13 @@ def launch(options: LaunchOptions, echo: Callable[[str], Any] = print) -> None:
             report_acted(acted, options.started, echo)
             if options.once:
                 return
+        if not options.bots:
+            env = out / "devnet.env"
+            echo(f"run the bots: set -a; . {env}; set +a; then dmm keeper --config {config}")
+            echo(
+                f"          and dmm liquidator --config {config}; a price move:"
+                f" dmm replay --config {config} --step-seconds 3600"
+            )
         echo("up until Ctrl-C")
         while node.process.poll() is None:
             for name, proc in bots.items():
