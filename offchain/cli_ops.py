@@ -144,12 +144,19 @@ def run_bot(name: str, w3: Any, tick: Any, cfg: BotConfig, metrics: BotMetrics) 
         log.info("%s: interrupted, exiting", name)
 
 
-def parse_histories(items: tuple[str, ...]) -> dict[int, tuple[list[int], list[float]]]:
+def parse_histories(
+    items: tuple[str, ...], market_ids: set[int]
+) -> dict[int, tuple[list[int], list[float]]]:
     out = {}
     for item in items:
         market, sep, path = item.partition("=")
         if not sep or not market.strip().isdigit() or not path:
             raise click.BadParameter(f"{item!r}: expected MARKET_ID=CSV", param_hint="--history")
+        if int(market) not in market_ids:
+            raise click.BadParameter(
+                f"{item!r}: market {int(market)} is not in the config's markets",
+                param_hint="--history",
+            )
         out[int(market)] = read_history(Path(path), "--history")
     return out
 
@@ -179,7 +186,8 @@ def keeper_command(
     cfg = load_config(config_path)
     markets = cfg.markets()
     cfg.keeper_config()  # the section's own checks, before anything else is asked
-    warm = {**config_histories(cfg), **parse_histories(histories)}
+    ids = {m.market_id for m in markets}
+    warm = {**config_histories(cfg), **parse_histories(histories, ids)}
     registry_address = need(registry or cfg.file.registry, "--registry", "registry")
     key = load_key(account, "DMM_KEEPER_KEY")
     w3 = connect_node(cfg, rpc)

@@ -122,10 +122,12 @@ def test_keeper__bad_key_file_exit_2(runner, tmp_path, monkeypatch, keyfile, fra
     one_line_error(result, 2, fragment)
 
 
-def test_keeper__second_history_for_unknown_market_is_a_usage_error(runner, tmp_path):
+def test_keeper__history_option_mistakes_are_usage_errors(runner, tmp_path):
     config = bot_file(tmp_path, f"markets: [{MARKET}]\n")
     result = runner.invoke(main, ["keeper", "--config", str(config), "--history", "x.csv"])
     one_line_error(result, 2, "--history", "expected MARKET_ID=CSV")
+    result = runner.invoke(main, ["keeper", "--config", str(config), "--history", "7=x.csv"])
+    one_line_error(result, 2, "--history", "market 7 is not in the config's markets")
 
 
 @pytest.mark.parametrize("command", ["status", "keeper", "replay"])
