@@ -7,6 +7,8 @@
 #   make backtest - the risk model's walk-forward backtest on BTC and ETH hourly prices
 #   make funding-study - reference-mode funding backtest, max_funding_rate and funding reserve
 #   make backtest-portfolio - portfolio margin vs the tiered sum on BTC/ETH(/SOL), both periods
+#   make devnet - a local devnet (anvil, 1 s blocks) with both bots running through a crash;
+#                 stays up until Ctrl-C (make devnet ARGS=--once stops once both bots acted)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -18,12 +20,12 @@ export MPLBACKEND := Agg
 
 # Unit tests on ape's in-process chain; property and stateful fuzzing on titanoboa (fast EVM);
 # integration tests on an anvil devnet that ape-foundry starts and stops.
-UNIT_DIRS := $(wildcard tests/registry tests/scenarios tests/profiles tests/engine tests/risk tests/protocol tests/bots tests/devnet tests/test_*.py)
+UNIT_DIRS := $(wildcard tests/registry tests/scenarios tests/profiles tests/engine tests/risk tests/protocol tests/bots tests/devnet tests/cli tests/test_*.py)
 PYTEST_UNIT := $(BIN)/ape test $(UNIT_DIRS)
 PYTEST_FUZZ := $(BIN)/pytest -p no:ape_test tests/fuzz
 PYTEST_ANVIL := $(BIN)/ape test tests/integration --network ethereum:local:foundry
 
-.PHONY: install demo test unit fuzz-quick integration lint bench fuzz backtest backtest-portfolio funding-study clean
+.PHONY: install demo devnet test unit fuzz-quick integration lint bench fuzz backtest backtest-portfolio funding-study clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -92,6 +94,10 @@ backtest-portfolio: install
 ARGS ?=
 demo: install
 	$(BIN)/ape run demo --network ethereum:local:foundry $(ARGS)
+
+# The operator's devnet: deploy/devnet.yaml deployed on anvil, bots' config in out/devnet/.
+devnet: install
+	$(BIN)/dmm devnet --crash $(ARGS)
 
 clean:
 	rm -rf .build .hypothesis .pytest_cache bench/results.json out

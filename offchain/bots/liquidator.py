@@ -274,8 +274,8 @@ class Liquidator:
                 if size == 0:
                     continue
                 log.info(
-                    "account %s: equity %.2f USD < maintenance %.2f: liquidating market %d"
-                    " (size %.6f)",
+                    "account %s: equity %.2f USD < maintenance %.2f: liquidating in market %d"
+                    " (position %.6f; the engine closes what its partial rule allows)",
                     who,
                     current.equity / WAD,
                     current.maintenance / WAD,
@@ -297,6 +297,16 @@ class Liquidator:
                     return
                 result.liquidations += 1
                 self.metrics.liquidations.labels("liquidate").inc()
+                if not self.dry_run:
+                    after, _ = self.engine.position(account.owner, account.subaccount, market_id)
+                    log.info(
+                        "account %s: liquidated %.6f of %.6f in market %d (position now %.6f)",
+                        who,
+                        (abs(size) - abs(after)) / WAD,
+                        abs(size) / WAD,
+                        market_id,
+                        after / WAD,
+                    )
                 break
             if self.dry_run:
                 return

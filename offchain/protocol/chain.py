@@ -8,6 +8,7 @@ functions the bots need are in the ABIs below (the contracts' full ABIs live in 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -15,8 +16,8 @@ from typing import Any, TypeVar
 import requests
 from eth_abi import decode as abi_decode
 from eth_utils import to_checksum_address
-from web3 import Web3
-from web3.exceptions import ContractLogicError
+from web3 import HTTPProvider, Web3
+from web3.exceptions import BadFunctionCallOutput, ContractLogicError
 
 from offchain.protocol.margin_math import Guardrails, MarketState
 from offchain.protocol.signing import RiskUpdate
@@ -48,6 +49,25 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+def describe_unavailable(exc: BaseException) -> str:
+    """The short reason a node did not answer ("connection refused", "timed out"), not the
+    transport library's paragraph."""
+    text = str(exc)
+    for needle, short in (
+        ("Connection refused", "connection refused"),
+        ("timed out", "timed out"),
+        ("Name or service not known", "unknown host"),
+        ("Temporary failure in name resolution", "unknown host"),
+        ("No route to host", "no route to host"),
+        ("Connection reset", "connection reset"),
+        ("Connection aborted", "connection aborted"),
+        ("RemoteDisconnected", "connection closed by the node"),
+    ):
+        if needle in text:
+            return short
+    return " ".join(text.split())[:200]
+
+
 def rpc(fn: Callable[[], T]) -> T:
     """Run one RPC interaction, mapping transport failures to ``RpcUnavailable``."""
     try:
@@ -60,11 +80,60 @@ def rpc(fn: Callable[[], T]) -> T:
         raise
 
 
+class TrackedHTTPProvider(HTTPProvider):
+    """An HTTP provider that notes when the node last answered (any call, even an error reply),
+    so that a bot measures an outage from the last answer, not from its last good tick."""
+
+    last_answer: float | None = None
+
+    def make_request(self, method: Any, params: Any) -> Any:
+        response = super().make_request(method, params)
+        self.last_answer = time.monotonic()
+        return response
+
+    def make_batch_request(self, requests: Any) -> Any:
+        response = super().make_batch_request(requests)
+        self.last_answer = time.monotonic()
+        return response
+
+
 def connect(url: str, timeout: float = DEFAULT_TIMEOUT) -> Web3:
     """A ``Web3`` on an HTTP endpoint with a per-request timeout (no retries inside web3)."""
-    provider = Web3.HTTPProvider(url, request_kwargs={"timeout": timeout})
+    provider = TrackedHTTPProvider(url, request_kwargs={"timeout": timeout})
     provider.exception_retry_configuration = None
     return Web3(provider)
+
+
+def last_answer(w3: Any) -> float | None:
+    """``time.monotonic()`` of the node's last answer through ``w3`` (``None``: never, or not
+    a provider from :func:`connect`)."""
+    return getattr(getattr(w3, "provider", None), "last_answer", None)
+
+
+class CallFailed(RuntimeError):  # noqa: N818 - named for what happened
+    """A view call reverted, or the address does not hold the contract the call expects; the
+    message names the call and the address."""
+
+
+def _args_text(args: Sequence[Any]) -> str:
+    text = ", ".join(str(a) for a in args)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def call_view(contract: Any, kind: str, address: str, name: str, *args: Any) -> Any:
+    """``contract.functions.name(*args).call()`` through :func:`rpc`; a revert or an address
+    without that contract raises :class:`CallFailed` naming ``kind.name(args)`` and the address."""
+    try:
+        return rpc(lambda: getattr(contract.functions, name)(*args).call())
+    except ContractLogicError as exc:
+        raise CallFailed(
+            f"{kind}.{name}({_args_text(args)}) at {address} reverted: {revert_reason(exc)}"
+        ) from exc
+    except BadFunctionCallOutput as exc:
+        raise CallFailed(
+            f"{kind}.{name}({_args_text(args)}) at {address}: no answer (no {kind} contract"
+            " at that address on this chain?)"
+        ) from exc
 
 
 def revert_reason(exc: BaseException) -> str:
@@ -163,6 +232,19 @@ REGISTRY_ABI = [
     _fn("guardrails", [_u("market_id")], [_param("", "tuple", _GUARDRAILS)]),
     _fn("tiers", [_u("market_id")], [_param("", "tuple[]", [_u("notional_floor"), _u("rate")])]),
     _fn("paused", [], [_param("", "bool")]),
+    _fn(
+        "eip712Domain",
+        [],
+        [
+            _param("fields", "bytes1"),
+            _param("name", "string"),
+            _param("version", "string"),
+            _u("chainId"),
+            _a("verifyingContract"),
+            _param("salt", "bytes32"),
+            _param("extensions", "uint256[]"),
+        ],
+    ),
     _fn("signer_threshold", [], [_u()]),
     _fn("is_keeper", [_a("signer")], [_param("", "bool")]),
     _fn(
@@ -191,6 +273,8 @@ REGISTRY_ABI = [
 ]
 
 ENGINE_ABI = [
+    _fn("REGISTRY", [], [_a()]),
+    _fn("COLLATERAL", [], [_a()]),
     _fn("accounts_with_positions_count", [], [_u()]),
     _fn(
         "accounts_with_positions",
@@ -230,6 +314,34 @@ ENGINE_ABI = [
         [_u()],
         "nonpayable",
     ),
+    {
+        "type": "event",
+        "name": "Liquidation",
+        "anonymous": False,
+        "inputs": [
+            {**_u("market_id"), "indexed": True},
+            {**_a("owner"), "indexed": True},
+            {**_u("subaccount"), "indexed": False},
+            {**_a("liquidator"), "indexed": True},
+            {**_u("liquidator_subaccount"), "indexed": False},
+            {**_i("size"), "indexed": False},
+            {**_u("price"), "indexed": False},
+            {**_u("penalty"), "indexed": False},
+            {**_u("liquidator_reward"), "indexed": False},
+        ],
+    },
+    {
+        "type": "event",
+        "name": "Backstop",
+        "anonymous": False,
+        "inputs": [
+            {**_a("owner"), "indexed": True},
+            {**_u("subaccount"), "indexed": True},
+            {**_i("equity"), "indexed": False},
+            {**_u("covered"), "indexed": False},
+            {**_u("bad_debt"), "indexed": False},
+        ],
+    },
 ]
 
 FEED_ABI = [
@@ -328,14 +440,14 @@ class FeedClient:
     def decimals(self, feed: str) -> int:
         key = to_checksum_address(feed)
         if key not in self._decimals:
-            self._decimals[key] = int(rpc(lambda: self._contract(key).functions.decimals().call()))
+            self._decimals[key] = int(call_view(self._contract(key), "feed", key, "decimals"))
         return self._decimals[key]
 
     def latest(self, feed: str) -> FeedReading:
         """The feed's latest round."""
         decimals = self.decimals(feed)
-        round_id, answer, _, updated_at, _ = rpc(
-            lambda: self._contract(feed).functions.latestRoundData().call()
+        round_id, answer, _, updated_at, _ = call_view(
+            self._contract(feed), "feed", to_checksum_address(feed), "latestRoundData"
         )
         return FeedReading(
             feed=to_checksum_address(feed),
@@ -361,7 +473,7 @@ class RegistryClient:
         self.contract = w3.eth.contract(address=self.address, abi=REGISTRY_ABI)
 
     def _call(self, name: str, *args: Any) -> Any:
-        return rpc(lambda: getattr(self.contract.functions, name)(*args).call())
+        return call_view(self.contract, "registry", self.address, name, *args)
 
     def market_state(self, market_id: int) -> MarketState:
         return MarketState(*self._call("market_state", market_id))
@@ -393,6 +505,10 @@ class RegistryClient:
 
     def signer_threshold(self) -> int:
         return int(self._call("signer_threshold"))
+
+    def domain_name(self) -> str:
+        """The EIP-712 domain name (``DynamicMarginRiskRegistry`` for a registry)."""
+        return str(self._call("eip712Domain")[1])
 
     def is_keeper(self, signer: str) -> bool:
         return bool(self._call("is_keeper", to_checksum_address(signer)))
@@ -427,10 +543,13 @@ class EngineClient:
         self.contract = w3.eth.contract(address=self.address, abi=ENGINE_ABI)
 
     def _call(self, name: str, *args: Any) -> Any:
-        return rpc(lambda: getattr(self.contract.functions, name)(*args).call())
+        return call_view(self.contract, "engine", self.address, name, *args)
 
     def count(self) -> int:
         return int(self._call("accounts_with_positions_count"))
+
+    def registry_address(self) -> str:
+        return to_checksum_address(self._call("REGISTRY"))
 
     def _batch_call(self, name: str, arg_lists: Sequence[tuple], out_types: list[str]) -> list:
         """Many ``eth_call``s of one view in one JSON-RPC batch; decoded results in order."""
@@ -538,6 +657,15 @@ class EngineClient:
         )
         return bytes.fromhex(data.removeprefix("0x"))
 
+    def events(self, name: str, from_block: int, to_block: int | str = "latest") -> list[dict]:
+        """``Liquidation`` or ``Backstop`` logs in a block range, oldest first, as dicts."""
+        logs = rpc(
+            lambda: getattr(self.contract.events, name)().get_logs(
+                from_block=from_block, to_block=to_block
+            )
+        )
+        return [{**dict(log["args"]), "block_number": int(log["blockNumber"])} for log in logs]
+
     def encode_backstop(self, owner: str, subaccount: int) -> bytes:
         data = self.contract.encode_abi("backstop", args=[owner, subaccount])
         return bytes.fromhex(data.removeprefix("0x"))
@@ -553,6 +681,7 @@ __all__ = [
     "FEED_ABI",
     "REGISTRY_ABI",
     "Block",
+    "CallFailed",
     "EngineClient",
     "FeedClient",
     "FeedReading",
@@ -560,8 +689,11 @@ __all__ = [
     "RegistryClient",
     "RpcUnavailable",
     "Subaccount",
+    "call_view",
     "connect",
+    "describe_unavailable",
     "is_transient",
+    "last_answer",
     "latest_block",
     "revert_reason",
     "rpc",
