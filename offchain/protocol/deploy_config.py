@@ -535,7 +535,7 @@ def check_on_chain(spec: DeploySpec, w3: Any) -> list[str]:
     feed address without code, a ``decimals()`` that does not answer or exceeds 18, a feed whose
     ``latestRoundData()`` does not answer, or price bounds that do not fit at its decimals.
     """
-    from offchain.protocol.chain import FEED_ABI  # web3 is only needed here
+    from offchain.protocol.abis import FEED_ABI  # web3 is only needed here
 
     notes: list[str] = []
     node_chain = int(w3.eth.chain_id)
