@@ -18,6 +18,8 @@ from typing import Any
 
 import click
 
+log = logging.getLogger("dmm.cli")
+
 # Subcommands defined in other modules, by name ("module:attribute").
 LAZY_COMMANDS: dict[str, str] = {
     "keeper": "offchain.cli_ops:keeper_command",
@@ -42,11 +44,18 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup)
-@click.option("-v", "--verbose", count=True, help="-v: progress of the model, -vv: debug.")
-def main(verbose: int) -> None:
-    """Dynamic Margin: risk model, backtest and operator tools."""
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+@click.option("-v", "--verbose", count=True, help="-v: debug logs.")
+@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
+def main(verbose: int, quiet: bool) -> None:
+    """Dynamic Margin: risk model, backtest and operator tools.
+
+    Logs (INFO by default) go to stderr, data and tables to stdout.
+    """
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    logging.getLogger().setLevel(level)
 
 
 def _when(ts: int) -> str:
@@ -62,71 +71,167 @@ PRICES = click.option(
     "prices_path",
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Hourly candle CSV (CryptoDataDownload layout, or timestamp,close).",
+    help="Hourly candle CSV (Binance/CryptoDataDownload, freqtrade, or timestamp,close).",
 )
-CONFIDENCE = click.option(
-    "--confidence",
-    default=0.99,
-    show_default=True,
-    type=click.FloatRange(0.5, 1, min_open=True, max_open=True),
+CONFIG = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Risk configuration (default: the shipped deploy/risk.yaml).",
+)
+MARKET = click.option(
+    "--market",
+    "market_name",
+    help="Market of the configuration (default: the one matching the file's asset).",
 )
 HORIZON = click.option(
-    "--horizon", default=1, show_default=True, type=click.IntRange(1, 168), help="Hours."
+    "--horizon", type=click.IntRange(1, 168), help="Hours (default: the configuration's)."
 )
+DATE = click.DateTime(formats=["%Y-%m-%d"])
 
 
 def _load(path: Path) -> Any:
+    """Candles of a price file; its load report is logged once (stderr)."""
     from offchain.risk.prices import load_candles
 
     try:
-        candles, report = load_candles(path)
+        candles, _ = load_candles(path)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(report.summary())
     return candles
 
 
+def _market(config_path: Path | None, name: str | None, asset: str, horizon: int | None) -> Any:
+    """The market's shipped configuration; a bad file or an unknown market is a usage error."""
+    import dataclasses
+
+    from offchain.risk.risk_config import RiskConfigError, load_risk_config
+
+    try:
+        config = load_risk_config(config_path)
+        market = config.market(name or asset)
+    except RiskConfigError as exc:
+        hint = "" if name else "; pass --market"
+        raise click.UsageError(f"{exc}{hint}") from exc
+    if horizon is not None:
+        market = dataclasses.replace(
+            market, model=dataclasses.replace(market.model, horizon=horizon)
+        )
+    return config, market
+
+
+def _utc(day: datetime | None, plus_days: int = 0) -> int | None:
+    if day is None:
+        return None
+    return int(day.replace(tzinfo=UTC).timestamp()) + plus_days * 86_400
+
+
 @main.command()
 @PRICES
-@CONFIDENCE
+@CONFIG
+@MARKET
+@click.option(
+    "--from", "from_day", type=DATE, help="First scored day (UTC); earlier hours warm up."
+)
+@click.option("--to", "to_day", type=DATE, help="Last scored day (UTC), inclusive.")
+@click.option(
+    "--confidence",
+    type=click.FloatRange(0.5, 1, min_open=True, max_open=True),
+    help="Target coverage (default: the configuration's, 0.99).",
+)
 @HORIZON
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--validation-json",
+    "validation_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Further tests (default: next to --json, *_validation.json).",
+)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--vol-index",
+    "vol_index_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Deribit DVOL CSV (hourly or daily): adds the implied-volatility candidate.",
+)
+@click.option(
+    "--candidates/--no-candidates",
+    default=True,
+    show_default=True,
+    help="Also score the comparison models (GARCH-t is the slow one).",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a TTY).")
 def backtest(
     prices_path: Path,
-    confidence: float,
-    horizon: int,
+    config_path: Path | None,
+    market_name: str | None,
+    from_day: datetime | None,
+    to_day: datetime | None,
+    confidence: float | None,
+    horizon: int | None,
     json_path: Path | None,
+    validation_path: Path | None,
     plot_path: Path | None,
+    vol_index_path: Path | None,
+    candidates: bool,
     progress: bool | None,
 ) -> None:
-    """Walk-forward backtest of the margin models and baselines on one price file."""
-    from offchain.risk.backtest import BacktestConfig, format_table, plot_backtest, run_backtest
+    """Walk-forward backtest of the shipped configuration, baselines and candidates."""
+    from offchain.risk.backtest import BacktestConfig, run_backtest
+    from offchain.risk.backtest_report import format_table, format_validation, plot_backtest
+    from offchain.risk.backtest_validation import validate
 
     candles = _load(prices_path)
-    config = BacktestConfig(confidence=confidence, horizon=horizon)
+    config, market = _market(config_path, market_name, candles.symbol, horizon)
+    implied = None
+    if vol_index_path is not None:
+        from offchain.risk.implied_vol import align_to_candles, hourly_volatility, load_vol_index
+
+        try:
+            implied = hourly_volatility(align_to_candles(load_vol_index(vol_index_path), candles))
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
     show = sys.stderr.isatty() if progress is None else progress
     try:
-        result = run_backtest(candles, config, progress=show)
+        bt = BacktestConfig(
+            market,
+            confidence=confidence or config.confidence,
+            start=_utc(from_day),
+            stop=_utc(to_day, 1),
+            candidates=candidates,
+            implied=implied,
+            dvol_weight=config.dvol_weight,
+        )
+        result = run_backtest(candles, bt, progress=show)
+        checks = validate(candles, bt, result)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(format_table(result))
+    click.echo(format_validation(checks))
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(result.to_json(), indent=2) + "\n")
-        click.echo(f"wrote {json_path}")
+        log.info("wrote %s", json_path)
+        if validation_path is None:
+            validation_path = json_path.with_name(json_path.stem + "_validation.json")
+    if validation_path is not None:
+        validation_path.parent.mkdir(parents=True, exist_ok=True)
+        validation_path.write_text(json.dumps(checks, indent=2) + "\n")
+        log.info("wrote %s", validation_path)
     if plot_path is None:
         name = f"backtest_{_slug(result.asset)}.png"
         plot_path = json_path.with_suffix(".png") if json_path is not None else Path(name)
-    click.echo(f"wrote {plot_backtest(result, plot_path)}")
+    log.info("wrote %s", plot_backtest(result, plot_path))
 
 
 @main.command()
 @PRICES
-@CONFIDENCE
+@CONFIG
+@MARKET
 @HORIZON
-@click.option("--market-id", default=1, show_default=True, type=click.IntRange(0))
+@click.option(
+    "--market-id", type=click.IntRange(0), help="Id in the update (default: the config's)."
+)
 @click.option(
     "--current",
     type=click.FloatRange(min=0, min_open=True),
@@ -143,60 +248,83 @@ def backtest(
 )
 def risk(
     prices_path: Path,
-    confidence: float,
-    horizon: int,
-    market_id: int,
+    config_path: Path | None,
+    market_name: str | None,
+    horizon: int | None,
+    market_id: int | None,
     current: float | None,
     shocks: tuple[float, ...],
 ) -> None:
-    """The parameters the keeper would sign now for the market of a price file."""
-    import dataclasses
+    """What the keeper would sign now for the market of a price file (the shipped model)."""
     from fractions import Fraction
 
     from offchain import WAD
-    from offchain.protocol.margin_math import MarketState
-    from offchain.risk.calibration import DEFAULT_GUARDRAILS, RECOMMENDED_MODEL, calibrate
+    from offchain.protocol.margin_math import MarketState, apply_update, clamp_multiplier
+    from offchain.protocol.signing import RiskUpdate
+    from offchain.risk.calibration import multiplier_for_rate, push_decision
+    from offchain.risk.margin_model import model_hash, proposal_series
     from offchain.risk.stress import shock_losses, worst_windows
 
     candles = _load(prices_path)
-    now = int(candles.timestamps[-1]) + 3600
-    state = None
+    _, market = _market(config_path, market_name, candles.symbol, horizon)
+    model, g = market.model, market.guardrails
+    observed_at = int(candles.timestamps[-1]) + 3600
+    now = observed_at
+    state = MarketState()
     if current is not None:
         target = int(Fraction(current) * WAD)
-        state = MarketState(target=target, ramp_from=target, updated_at=now - 3600)
-    model = dataclasses.replace(RECOMMENDED_MODEL, confidence=confidence)
-    try:
-        cal = calibrate(
-            candles, market_id=market_id, now=now, state=state, model=model, horizon=horizon
+        state = MarketState(
+            target=target, ramp_from=target, updated_at=now - 3600, observed_at=now - 3600
         )
+    try:
+        series = proposal_series(candles, model, market.floor_rate, market.cap_rate)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    s = cal.snapshot
-    g = DEFAULT_GUARDRAILS
+    rate = float(series.proposal[-1])
+    if rate != rate:
+        raise click.ClickException(
+            f"{candles.symbol}: {len(candles)} prices are not enough for {model.name} "
+            f"(warm-up {model.warmup} hours)"
+        )
+    proposed = multiplier_for_rate(rate, market.tiers[0].maintenance_rate)
+    clamped = clamp_multiplier(state, g, proposed, now)
+    push, reason = push_decision(state, g, clamped, now, market.hysteresis)
+    digest = model_hash(
+        model,
+        market.floor_rate,
+        market.cap_rate,
+        int(candles.timestamps[0]),
+        int(candles.timestamps[-1]),
+        len(candles),
+    )
+    mid = market.market_id if market_id is None else market_id
     lines = [
         f"{candles.symbol}: {len(candles)} hourly prices, {_when(candles.timestamps[0])} .. "
-        f"{_when(candles.timestamps[-1])}; observed_at {s.observed_at} ({_when(s.observed_at)})",
-        f"model          {model.name}: {model.params()}",
-        f"volatility     {s.sigma_hourly:.4%} per hour, {s.sigma_annual:.1%} annualised",
-        f"VaR {confidence:.1%} {horizon}h  long {s.var_long:.4%}  short {s.var_short:.4%}",
-        f"ES  {confidence:.1%} {horizon}h  long {s.es_long:.4%}  short {s.es_short:.4%}",
-        f"stressed ES    {s.stressed_es:.4%} -> floor {s.floor_rate:.4%}",
-        f"rate to cover  {s.target_rate:.4%} ({model.measure.upper()}, larger side, floored)",
-        f"multiplier     {cal.proposed / WAD:.6f}x ({cal.proposed} wei) -> clamped "
-        f"{cal.clamped / WAD:.6f}x ({cal.clamped} wei) within [{g.min_multiplier / WAD:g}x, "
+        f"{_when(candles.timestamps[-1])}; observed_at {observed_at} ({_when(observed_at)})",
+        f"market         {market.name} (id {mid}), model {model.name}: {model.params()}",
+        f"volatility     {float(series.sigma[-1]):.4%} per hour",
+        f"VaR {model.quantile:.2%} {model.horizon}h  {float(series.var[-1]):.4%}  "
+        f"ES {float(series.es[-1]):.4%}",
+        f"stress rank    {float(series.rank[-1]):.3f} (APC {model.apc}, strength {model.apc_strength})",
+        f"model rate     {float(series.rate[-1]):.4%} -> proposed {rate:.4%} "
+        f"(band {market.floor_rate:.3%}..{market.cap_rate:.3%}, rise budget {model.rise_budget})",
+        f"multiplier     {proposed / WAD:.6f}x ({proposed} wei) -> clamped "
+        f"{clamped / WAD:.6f}x ({clamped} wei) within [{g.min_multiplier / WAD:g}x, "
         f"{g.max_multiplier / WAD:g}x]",
-        f"model_hash     0x{cal.model_hash.hex()}",
-        f"decision       {'push' if cal.push else 'skip'}: {cal.reason}",
+        f"model_hash     0x{digest.hex()}",
+        f"decision       {'push' if push else 'skip'}: {reason}",
     ]
-    if cal.update is not None:
-        u = cal.update
+    if push:
+        update = RiskUpdate(mid, clamped, 0, observed_at, now + 900, digest)
+        apply_update(state, g, update, now)
         lines.append(
-            f"RiskUpdate     market_id={u.market_id} multiplier={u.multiplier} "
-            f"funding_rate={u.funding_rate} observed_at={u.observed_at} deadline={u.deadline}"
+            f"RiskUpdate     market_id={update.market_id} multiplier={update.multiplier} "
+            f"funding_rate=0 observed_at={update.observed_at} deadline={update.deadline}"
         )
     click.echo("\n".join(lines))
-    click.echo(f"\nstress ({horizon}h windows; loss as % of notional, long / short)")
-    worst = worst_windows(candles, horizon, k=3)
+    h = model.horizon
+    click.echo(f"\nstress ({h}h windows; loss as % of notional, long / short)")
+    worst = worst_windows(candles, h, k=3)
     for side in ("long", "short"):
         for sc in worst[side]:
             click.echo(
@@ -208,6 +336,95 @@ def risk(
             f"  {sc.label:<24} {'':<20}  move {sc.move:+8.3%}  "
             f"loss {sc.loss_long:+8.3%} / {sc.loss_short:+8.3%}"
         )
+
+
+@main.command()
+@click.option(
+    "--prices",
+    "prices_paths",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Hourly candles of each market (repeat; matched to the configuration by asset).",
+)
+@CONFIG
+@click.option(
+    "--vol-index",
+    "vol_indices",
+    multiple=True,
+    metavar="MARKET=FILE",
+    help="DVOL file of a market, for the implied-volatility candidate (repeat).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default=Path("out"),
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
+@click.option(
+    "--write-config",
+    "write_config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the frozen configuration here (the shipped one: deploy/risk.yaml).",
+)
+@click.option(
+    "--folds/--no-folds",
+    default=True,
+    show_default=True,
+    help="Run the nested walk-forward (the rule twice more on earlier data).",
+)
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a TTY).")
+def calibrate(
+    prices_paths: tuple[Path, ...],
+    config_path: Path | None,
+    vol_indices: tuple[str, ...],
+    out_dir: Path,
+    write_config: Path | None,
+    folds: bool,
+    progress: bool | None,
+) -> None:
+    """Choose every parameter by the written rule on data through 2021-12-31, then report."""
+    from offchain.risk import calibration_run as cr
+    from offchain.risk.risk_config import RiskConfigError, load_risk_config
+
+    try:
+        base = load_risk_config(config_path)
+    except RiskConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    candles = {}
+    for path in prices_paths:
+        c = _load(path)
+        try:
+            market = base.market(c.symbol)
+        except RiskConfigError as exc:
+            raise click.UsageError(str(exc)) from exc
+        candles[market.name] = c
+    indices = {}
+    for item in vol_indices:
+        name, sep, file = item.partition("=")
+        if not sep or not Path(file).is_file():
+            raise click.UsageError(
+                f"--vol-index {item!r}: expected MARKET=FILE of an existing file"
+            )
+        indices[base.market(name).name] = Path(file)
+    show = sys.stderr.isatty() if progress is None else progress
+    try:
+        result = cr.run(candles, base, indices, progress=show, folds=folds)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "calibration.json").write_text(json.dumps(cr.to_json(result), indent=2) + "\n")
+    markdown = cr.to_markdown(result)
+    (out_dir / "calibration.md").write_text(markdown)
+    cr.plot_frontier(result, out_dir / "frontier.png")
+    text = cr.to_yaml(result, base)
+    (out_dir / "risk.yaml").write_text(text)
+    if write_config is not None:
+        write_config.write_text(text)
+        log.info("wrote %s", write_config)
+    click.echo(markdown)
+    log.info("wrote %s/calibration.json, calibration.md, frontier.png, risk.yaml", out_dir)
 
 
 if __name__ == "__main__":

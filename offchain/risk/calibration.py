@@ -113,6 +113,11 @@ DEFAULT_GUARDRAILS = Guardrails(
     max_funding_rate=10**12,
 )
 
+# The configuration this project shipped before the current margin model (``deploy/risk.yaml``):
+# kept as the ``previous`` reference of the backtest.
+PREVIOUS_GUARDRAILS = DEFAULT_GUARDRAILS
+PREVIOUS_TIERS = DEFAULT_TIERS
+
 RECOMMENDED_MODEL = RiskModel(
     name="fhs_dual_ewma",
     volatility="dual_ewma",
@@ -210,26 +215,33 @@ def floored_rate(rate: FloatArray, stressed_es: FloatArray, fraction: float) -> 
     return np.fmax(np.asarray(rate, dtype=np.float64), fraction * np.asarray(stressed_es))
 
 
+REFRESH_FRACTION = 0.5
+"""The keeper re-pushes once this fraction of the heartbeat has passed (its ``refresh_fraction``)."""
+
+
 def push_decision(
     state: MarketState,
     g: Guardrails,
     clamped: int,
     now: int,
     hysteresis: float,
-    step_seconds: int = HOUR,
+    refresh_fraction: float = REFRESH_FRACTION,
 ) -> tuple[bool, str]:
-    """Whether to push ``clamped`` now, and why (hysteresis with a heartbeat refresh).
+    """Whether to push ``clamped`` now, and why: the keeper's rule
+    (:func:`offchain.bots.keeper.decide`), which the backtest replays.
 
-    Pushed when the market has no update yet, is stale, would be stale by the next run
-    (``now + step_seconds - updated_at > heartbeat``), or the multiplier moves by at least
-    ``hysteresis`` of the current target.
+    Pushed when the market has no update yet, is stale, the last update is at least
+    ``refresh_fraction`` of the heartbeat old, or the multiplier moves by at least
+    ``hysteresis`` of the current target. With hourly bars and a two-hour heartbeat every bar
+    is pushed (the refresh comes due each hour); the band matters for faster bars.
     """
     if state.updated_at == 0:
         return True, "first update"
     if is_stale(state, g, now):
         return True, "market is stale"
-    if now + step_seconds - state.updated_at > g.heartbeat:
-        return True, "refresh before the heartbeat"
+    age = now - state.updated_at
+    if age >= g.heartbeat * refresh_fraction:
+        return True, f"refresh: last update {age} s ago"
     change = abs(clamped - state.target)
     if change == 0:
         return False, "unchanged"
@@ -487,9 +499,7 @@ def calibrate(
         int(candles.timestamps[-1]),
         len(candles),
     )
-    push, reason = push_decision(
-        state, guardrails, clamped, now, policy.hysteresis, policy.step_seconds
-    )
+    push, reason = push_decision(state, guardrails, clamped, now, policy.hysteresis)
     if push and observed_at <= state.observed_at:
         push, reason = False, "no candle newer than the last update"
     update = None
@@ -527,7 +537,10 @@ __all__ = [
     "DEFAULT_POLICY",
     "DEFAULT_TIERS",
     "MODEL_VERSION",
+    "PREVIOUS_GUARDRAILS",
+    "PREVIOUS_TIERS",
     "RECOMMENDED_MODEL",
+    "REFRESH_FRACTION",
     "Calibration",
     "MarketsTarget",
     "Policy",
