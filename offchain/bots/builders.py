@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import yaml
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from offchain.bots.bar_store import BarStore
 from offchain.bots.keeper import Keeper, KeeperConfig, KeeperMarket, read_history_csv
 from offchain.bots.keeper_models import CalibratedRiskModel, EwmaRiskModel, LiveRiskModel
 from offchain.bots.liquidator import Liquidator, LiquidatorConfig
@@ -27,6 +29,10 @@ from offchain.bots.loop import LoopConfig
 from offchain.bots.metrics import BotMetrics
 from offchain.protocol.chain import EngineClient, FeedClient, RegistryClient
 from offchain.protocol.tx_sender import GWEI, SenderConfig, TxSender
+from offchain.risk.prices import load_candles
+from offchain.risk.risk_config import RiskConfigError, load_risk_config
+
+log = logging.getLogger("dmm.builders")
 
 
 class ConfigError(ValueError):
@@ -117,22 +123,67 @@ class Tier0Rates(Mapping[int, int]):
         return len(self.market_ids)
 
 
+def vol_index_readers(
+    feeds: FeedClient, section: Mapping[Any, Any], max_age: int = 2 * 3600
+) -> dict[int, Callable[[int], float | None]]:
+    """``{market_id: feed address}`` of volatility-index aggregators (a Chainlink-style feed
+    answering the annualised index in percent, e.g. DVOL) as readers for the model; a reading
+    older than ``max_age`` seconds, or that cannot be read, is no reading."""
+
+    def reader(address: str) -> Callable[[int], float | None]:
+        def read(now: int) -> float | None:
+            try:
+                r = feeds.latest(address)
+                if r.answer <= 0 or now - r.updated_at > max_age:
+                    return None
+                return r.answer / 10**r.decimals
+            except Exception as exc:  # an index is optional: never fail the tick for it
+                log.warning("volatility index %s unreadable: %s", address, exc)
+                return None
+
+        return read
+
+    return {int(k): reader(str(v)) for k, v in (section or {}).items()}
+
+
 def risk_model(
     section: dict[str, Any], registry: RegistryClient, markets: Sequence[KeeperMarket]
 ) -> LiveRiskModel:
-    """The keeper's model: ``kind: calibrated`` (default, the backtested model; its first-tier
-    rates are read from the registry) or ``kind: ewma``."""
+    """The keeper's model: ``kind: calibrated`` (default: the shipped margin model of
+    ``deploy/risk.yaml``; first-tier rates read from the registry) or ``kind: ewma``.
+
+    Keys of the calibrated model: ``config`` (risk configuration file, default the shipped
+    one), ``store`` (SQLite file of finished bars, kept across restarts; default in memory),
+    ``bar_seconds`` (3,600), ``vol_index_feeds`` (``{market_id: aggregator address}``)."""
     settings = dict(section)
     kind = settings.pop("kind", "calibrated")
     if kind == "ewma":
         return EwmaRiskModel(**_pick(settings, EwmaRiskModel))
     if kind != "calibrated":
         raise ConfigError(f"unknown model kind {kind!r}: use 'calibrated' or 'ewma'")
-    allowed = {"bar_seconds", "horizon"}
+    allowed = {"bar_seconds", "config", "store", "vol_index_feeds"}
     unknown = set(settings) - allowed
     if unknown:
         raise ConfigError(f"unknown setting(s) {sorted(unknown)} for the calibrated model")
-    return CalibratedRiskModel(Tier0Rates(registry, [m.market_id for m in markets]), **settings)
+    try:
+        config = load_risk_config(settings.get("config"))
+        for m in markets:
+            config.by_id(m.market_id)
+    except RiskConfigError as exc:
+        raise ConfigError(str(exc)) from exc
+    store_path = settings.get("store")
+    if store_path is None:
+        log.warning("model.store not set: finished bars are kept in memory, not across restarts")
+    readers = {}
+    if settings.get("vol_index_feeds"):
+        readers = vol_index_readers(FeedClient(registry.w3), settings["vol_index_feeds"])
+    return CalibratedRiskModel(
+        Tier0Rates(registry, [m.market_id for m in markets]),
+        config=config,
+        store=BarStore(store_path or ":memory:"),
+        bar_seconds=int(settings.get("bar_seconds", 3600)),
+        vol_index=readers,
+    )
 
 
 def build_keeper(
@@ -166,6 +217,8 @@ def build_keeper(
         if m.get("history"):
             times, prices = read_history_csv(m["history"])
             keeper.warm_up(int(m["id"]), times, prices)
+            if isinstance(model, CalibratedRiskModel):  # the backtest's loader, the same bars
+                model.seed(int(m["id"]), load_candles(m["history"])[0])
     return keeper
 
 
