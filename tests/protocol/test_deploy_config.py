@@ -48,11 +48,11 @@ def _mutated(raw: dict, path: list, value) -> dict:
         (["signer_threshold"], 4, "above the 3 keepers"),
         (["keepers", 1], "0x1111111111111111111111111111111111111111", "listed twice"),
         (["collateral"], "0x1234", "not an address"),
-        (["markets", 0, "engine", "liquidation_fee"], "0.005", "bad debt"),
+        (["markets", 0, "engine", "liquidation_fee"], "0.01", "bad debt"),  # = the 1% floor
         (["markets", 0, "engine", "price_band"], "0.2", "price_band"),
         (["markets", 0, "engine", "max_price_age"], 0, "max_price_age"),
         (["markets", 0, "engine", "oi_cap_usd"], 0, "oi_cap_usd"),
-        (["markets", 0, "guardrails", "stale_multiplier"], 1, "conservative multiplier"),
+        (["markets", 0, "guardrails", "stale_multiplier"], 2, "conservative multiplier"),
         (["markets", 0, "guardrails", "max_decrease"], "1", "max decrease out of range"),
         (["markets", 0, "guardrails", "heartbeat"], 30, "heartbeat"),
         (["markets", 0, "initial_ratio"], "0.5", "initial_ratio"),
