@@ -151,7 +151,8 @@ def main() -> dict[str, float]:
     results = measure()
     rows = [
         (
-            f"risk_100_markets_seconds ({MARKETS} x {HOURS:,} h, one keeper hour, best of {REPEATS})",
+            f"risk_100_markets_seconds ({MARKETS} x {HOURS:,} h, one keeper hour, "
+            f"best of {REPEATS})",
             f"{results['risk_100_markets_seconds']:.4f}",
             "<= 0.5 s",
         ),

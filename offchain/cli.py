@@ -305,7 +305,8 @@ def risk(
         f"volatility     {float(series.sigma[-1]):.4%} per hour",
         f"VaR {model.quantile:.2%} {model.horizon}h  {float(series.var[-1]):.4%}  "
         f"ES {float(series.es[-1]):.4%}",
-        f"stress rank    {float(series.rank[-1]):.3f} (APC {model.apc}, strength {model.apc_strength})",
+        f"stress rank    {float(series.rank[-1]):.3f} "
+        f"(APC {model.apc}, strength {model.apc_strength})",
         f"model rate     {float(series.rate[-1]):.4%} -> proposed {rate:.4%} "
         f"(band {market.floor_rate:.3%}..{market.cap_rate:.3%}, rise budget {model.rise_budget})",
         f"multiplier     {proposed / WAD:.6f}x ({proposed} wei) -> clamped "

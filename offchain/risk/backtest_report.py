@@ -41,7 +41,8 @@ def format_table(result: BacktestResult) -> str:
             f"{m.peak_to_trough:>5.1f} {100 * d['max_increase_1d']:>6.2f} "
             f"{100 * d['max_increase_5d']:>6.2f} {100 * d['max_increase_30d']:>7.2f} "
             f"{m.total_shortfall:>9.4f} "
-            f"{100 * d['breach_rate_intrahour_long']:>6.3f}/{100 * d['breach_rate_intrahour_short']:<6.3f}"
+            f"{100 * d['breach_rate_intrahour_long']:>6.3f}/"
+            f"{100 * d['breach_rate_intrahour_short']:<6.3f}"
         )
     rec = result.models["recommended"]
     for base in (
@@ -61,6 +62,10 @@ def format_table(result: BacktestResult) -> str:
     return "\n".join(lines)
 
 
+def _zone(light: dict[str, Any]) -> str:
+    return light["zone"] + (" (over-covered)" if light["over_covered"] else "")
+
+
 def format_validation(doc: dict[str, Any]) -> str:
     """The validation JSON (:func:`offchain.risk.backtest_validation.validate`) as text."""
     lines = [f"validation of {doc['market']} ({doc['asset']}), {doc['hours']} hours"]
@@ -70,8 +75,7 @@ def format_validation(doc: dict[str, Any]) -> str:
         "recommended: conditional coverage p L/S "
         f"{tests['conditional_coverage_p']['long']:.3f}/{tests['conditional_coverage_p']['short']:.3f}"
         f", duration p {tests['duration_p']['long']:.3f}/{tests['duration_p']['short']:.3f}"
-        f", traffic light {tl['long']['zone']}{' (over-covered)' if tl['long']['over_covered'] else ''}"
-        f"/{tl['short']['zone']}{' (over-covered)' if tl['short']['over_covered'] else ''}"
+        f", traffic light {_zone(tl['long'])}/{_zone(tl['short'])}"
     )
     for side in ("long", "short"):
         groups = doc["regimes"][side]
@@ -84,7 +88,8 @@ def format_validation(doc: dict[str, Any]) -> str:
     es = doc["es_backtest"]
     lines.append(
         f"ES test (Acerbi-Szekely Z2, simulated p): long {es['long']['z2']:+.3f} "
-        f"(p {es['long']['p_value']:.3f}), short {es['short']['z2']:+.3f} (p {es['short']['p_value']:.3f})"
+        f"(p {es['long']['p_value']:.3f}), short {es['short']['z2']:+.3f} "
+        f"(p {es['short']['p_value']:.3f})"
     )
     for name, cut in doc["shortfall_cuts"].items():
         lines.append(
@@ -118,8 +123,9 @@ def format_validation(doc: dict[str, Any]) -> str:
         for name in ("shipped_1h_margin", f"model_at_{h}h"):
             e = row[name]
             parts.append(
-                f"{name} {100 * e['long']['breach_rate']:.2f}/{100 * e['short']['breach_rate']:.2f}%"
-                f" (Chr. p {e['long']['christoffersen_p']:.2f}/{e['short']['christoffersen_p']:.2f},"
+                f"{name} {100 * e['long']['breach_rate']:.2f}/"
+                f"{100 * e['short']['breach_rate']:.2f}% (Chr. p "
+                f"{e['long']['christoffersen_p']:.2f}/{e['short']['christoffersen_p']:.2f},"
                 f" avg {100 * e['avg_margin_rate']:.2f}%)"
             )
         lines.append(

@@ -1,6 +1,7 @@
-"""Validation of a backtest beyond its headline figures (the ``*_validation.json`` of ``dmm backtest``).
+"""Validation of a backtest beyond its headline figures (``dmm backtest``'s ``*_validation.json``).
 
-:func:`validate` adds, for the recommended model of a :class:`~offchain.risk.backtest.BacktestResult`:
+:func:`validate` adds, for the recommended model of a
+:class:`~offchain.risk.backtest.BacktestResult`:
 
 * breaches by margin regime (quintiles of the margin in force), per side, with Kupiec per group;
 * conditional coverage, duration test and Basel traffic light of every model;
@@ -19,14 +20,7 @@ import dataclasses
 import numpy as np
 import numpy.typing as npt
 
-from offchain.risk.backtest import (
-    BacktestConfig,
-    BacktestResult,
-    ModelResult,
-    horizon_losses,
-    replay_guardrails,
-    update_times,
-)
+from offchain.risk.backtest import BacktestConfig, BacktestResult, ModelResult, horizon_losses
 from offchain.risk.coverage_tests import (
     bootstrap_shortfall_cut,
     christoffersen,
@@ -36,6 +30,7 @@ from offchain.risk.coverage_tests import (
 from offchain.risk.margin_model import model_variance, proposal_series, residuals
 from offchain.risk.prices import Candles
 from offchain.risk.procyclicality import increases, peak_to_trough
+from offchain.risk.replay import replay_guardrails, update_times
 from offchain.risk.risk_measures import pooled, tail_count
 
 FloatArray = npt.NDArray[np.float64]

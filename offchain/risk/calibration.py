@@ -216,7 +216,7 @@ def floored_rate(rate: FloatArray, stressed_es: FloatArray, fraction: float) -> 
 
 
 REFRESH_FRACTION = 0.5
-"""The keeper re-pushes once this fraction of the heartbeat has passed (its ``refresh_fraction``)."""
+"""The keeper re-pushes once this fraction of the heartbeat has passed (``refresh_fraction``)."""
 
 
 def push_decision(

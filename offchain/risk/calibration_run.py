@@ -222,7 +222,7 @@ def to_yaml(run_: CalibrationRun, base: RiskConfig) -> str:
         "# writes this file), then frozen; 2022-2023 is the report period. Do not edit by hand.",
         f"# Rule score on the calibration period: {sel.score[0]} failed constraints, "
         f"relative shortfall {sel.score[1]:.4f}.",
-        f"# Shared choices: {json.dumps({k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()})}",
+        f"# Shared choices: {json.dumps({k: _plain(v) for k, v in p.items()})}",
         f"# Floors (lowest maintenance rate): {json.dumps(sel.floors)}",
         "",
         f"confidence: {base.confidence}",
@@ -238,7 +238,8 @@ def to_yaml(run_: CalibrationRun, base: RiskConfig) -> str:
             f"    symbols: [{', '.join(m.symbols)}]",
             "    tiers:",
             *[
-                f'      - {{notional_floor_usd: {_num(t.notional_floor)}, maintenance_rate: "{_num(t.maintenance_rate)}"}}'
+                f"      - {{notional_floor_usd: {_num(t.notional_floor)}, "
+                f'maintenance_rate: "{_num(t.maintenance_rate)}"}}'
                 for t in m.tiers
             ],
             f"    initial_ratio: {_num(m.initial_ratio)}",
@@ -261,6 +262,29 @@ def to_yaml(run_: CalibrationRun, base: RiskConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
+FIGURE_COLUMNS = (
+    "breach % L/S",
+    "Chr. ind p L/S",
+    "DQ p L/S",
+    "peak/trough",
+    "1d rise pt",
+    "shortfall",
+    "constraints",
+)
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _pair(rates: list[float]) -> str:
+    return f"{100 * rates[0]:.2f}/{100 * rates[1]:.2f}"
+
+
+def _plain(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
 def _checks_cell(checks: Mapping[str, bool]) -> str:
     failed = [k for k, ok in checks.items() if not ok]
     return "all pass" if not failed else "fails " + ", ".join(failed)
@@ -269,7 +293,8 @@ def _checks_cell(checks: Mapping[str, bool]) -> str:
 def _fig_cells(f: Mapping[str, Any]) -> str:
     br, ind, dq = f["breach_rate"], f["independence_p"], f["dq_p"]
     return (
-        f"{100 * br[0]:.2f}/{100 * br[1]:.2f} | {ind[0]:.3f}/{ind[1]:.3f} | {dq[0]:.3f}/{dq[1]:.3f} | "
+        f"{100 * br[0]:.2f}/{100 * br[1]:.2f} | {ind[0]:.3f}/{ind[1]:.3f} | "
+        f"{dq[0]:.3f}/{dq[1]:.3f} | "
         f"{f['peak_to_trough']:.2f} | {100 * f['max_increase_1d']:.2f} | {f['shortfall']:.3f}"
     )
 
@@ -284,7 +309,7 @@ def to_markdown(run_: CalibrationRun) -> str:
     for name, m in run_.selection.markets.items():
         out.append(f"| `stale_multiplier[{name}]` | {m.guardrails.stale_multiplier / WAD:.4g}x |")
     out += ["", f"Trail: {json.dumps(run_.selection.trail)}", ""]
-    head = "| market | period | breach % L/S | Chr. ind p L/S | DQ p L/S | peak/trough | 1d rise pt | shortfall | constraints |"
+    head = _row(["market", "period", *FIGURE_COLUMNS])
     out += ["### Both periods (frozen configuration)", "", head, "| --- " * 9 + "|"]
     for name, rows in run_.report.items():
         for period in ("calibration", "report"):
@@ -297,7 +322,7 @@ def to_markdown(run_: CalibrationRun) -> str:
             "",
             "### Nested walk-forward (the rule run on earlier data, tested on the next year)",
             "",
-            "| chosen through | tested on | market | breach % L/S | Chr. ind p L/S | DQ p L/S | peak/trough | 1d rise pt | shortfall | constraints |",
+            _row(["chosen through", "tested on", "market", *FIGURE_COLUMNS]),
             "| --- " * 10 + "|",
         ]
         for fold in run_.folds:
@@ -316,13 +341,26 @@ def to_markdown(run_: CalibrationRun) -> str:
     for row in run_.surface:
         out.append(
             f"| {row['param']} | {row['value']} | {row['market']} | "
-            f"{_checks_cell(row['calibration']['checks'])} | {_checks_cell(row['report']['checks'])} |"
+            f"{_checks_cell(row['calibration']['checks'])} | "
+            f"{_checks_cell(row['report']['checks'])} |"
         )
     out += [
         "",
         "### Frontier: floor x speed limit (others as chosen)",
         "",
-        "| market | floor % | rise budget pt | calib. breach % L/S | calib. rel. shortfall | calib. constraints | report breach % L/S | report shortfall | report constraints |",
+        _row(
+            [
+                "market",
+                "floor %",
+                "rise budget pt",
+                "calib. breach % L/S",
+                "calib. rel. shortfall",
+                "calib. constraints",
+                "report breach % L/S",
+                "report shortfall",
+                "report constraints",
+            ]
+        ),
         "| --- " * 9 + "|",
     ]
     for row in run_.frontier:
@@ -331,15 +369,16 @@ def to_markdown(run_: CalibrationRun) -> str:
         star = " (chosen)" if row["chosen"] else ""
         out.append(
             f"| {row['market']}{star} | {100 * row['floor']:.2f} | {budget} | "
-            f"{100 * c['figures']['breach_rate'][0]:.2f}/{100 * c['figures']['breach_rate'][1]:.2f} | "
+            f"{_pair(c['figures']['breach_rate'])} | "
             f"{c['relative_shortfall']:.3f} | {_checks_cell(c['checks'])} | "
-            f"{100 * r['figures']['breach_rate'][0]:.2f}/{100 * r['figures']['breach_rate'][1]:.2f} | "
+            f"{_pair(r['figures']['breach_rate'])} | "
             f"{r['figures']['shortfall']:.3f} | {_checks_cell(r['checks'])} |"
         )
     if run_.dvol.get("rows"):
         out += [
             "",
-            f"### Implied-volatility blend weight ({run_.dvol['window'][0]} .. {run_.dvol['window'][1]})",
+            "### Implied-volatility blend weight "
+            f"({run_.dvol['window'][0]} .. {run_.dvol['window'][1]})",
             "",
             "| weight | failed | relative shortfall |",
             "| --- | --- | --- |",

@@ -340,7 +340,8 @@ def z2_test(
     sims: int = 2000,
     seed: int = 11,
 ) -> CoverageTest:
-    """``Z2`` and its simulated one-sided p-value ``P(Z2* <= Z2)`` (:func:`z2_null_distribution`)."""
+    """``Z2`` and its simulated one-sided p-value ``P(Z2* <= Z2)``
+    (:func:`z2_null_distribution`)."""
     z2 = acerbi_szekely_z2(loss, var, es, alpha)
     null = z2_null_distribution(np.asarray(loss).size, alpha, tail_ratios, sims, seed)
     return CoverageTest(z2, float((np.sum(null <= z2) + 1) / (null.size + 1)))

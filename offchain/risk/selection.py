@@ -54,13 +54,7 @@ import numpy.typing as npt
 
 from offchain import WAD
 from offchain.protocol.margin_math import MAX_MULTIPLIER
-from offchain.risk.backtest import (
-    OutagePlan,
-    evaluation_window,
-    realised_losses,
-    replay_guardrails,
-    update_times,
-)
+from offchain.risk.backtest import realised_losses
 from offchain.risk.calibration import (
     DEFAULT_POLICY,
     PREVIOUS_GUARDRAILS,
@@ -72,6 +66,7 @@ from offchain.risk.coverage_tests import christoffersen, dynamic_quantile
 from offchain.risk.margin_model import MarginModel, proposal_series
 from offchain.risk.prices import Candles
 from offchain.risk.procyclicality import max_rise, rise_budget
+from offchain.risk.replay import OutagePlan, evaluation_window, replay_guardrails, update_times
 from offchain.risk.risk_config import MarketRisk
 
 FloatArray = npt.NDArray[np.float64]
@@ -329,7 +324,7 @@ class Evaluator:
 def score(
     figs: Mapping[str, Figures], reference: Mapping[str, float], goals: Goals
 ) -> tuple[int, float]:
-    """``(failed constraints, sum of shortfall / previous shortfall)`` (see the module docstring)."""
+    """``(failed constraints, sum of shortfall / previous shortfall)`` (module docstring)."""
     failed = sum(not ok for f in figs.values() for ok in f.checks(goals).values())
     relative = sum(f.shortfall / max(reference[name], 1e-12) for name, f in figs.items())
     return failed, relative
@@ -519,7 +514,7 @@ def split_figures(
     ev: Evaluator, market: MarketRisk, through: int, until: int | None = None
 ) -> tuple[Figures, Figures]:
     """Figures before ``through`` and from ``through`` to ``until`` (one continuous replay)."""
-    margin, losses, (rep, score_slice, _) = ev.margin(market, None, until)
+    margin, losses, _ = ev.margin(market, None, until)
     c = ev.candles[market.name]
     w = evaluation_window(c, market.model.warmup, market.model.horizon, None, until)
     k = int(np.searchsorted(c.timestamps[w.start : w.stop], through, side="left"))

@@ -19,10 +19,10 @@ from offchain.bots.keeper_models import EwmaRiskModel, Proposal
 from offchain.bots.liquidator import worst_first
 from offchain.bots.metrics import Watchdog
 from offchain.devnet.replay import CrashScenario, crash_scenario
-from tests.conftest import DEFAULT_GUARDRAILS as GUARDRAILS
 from offchain.protocol.chain import Health, Subaccount
 from offchain.protocol.margin_math import MarketState
 from offchain.protocol.tx_sender import SenderConfig, backoff_delays, bump_fee
+from tests.conftest import DEFAULT_GUARDRAILS as GUARDRAILS
 
 NOW = 1_800_000_000
 CONFIG = KeeperConfig((KeeperMarket(1, "0x" + "11" * 20, "BTC"),))

@@ -12,19 +12,16 @@ import pytest
 
 from offchain import WAD
 from offchain.protocol.margin_math import Guardrails, Tier
-from offchain.risk.backtest import (
-    SPEC_KEYS,
-    BacktestConfig,
-    OutagePlan,
-    evaluation_window,
-    horizon_losses,
-    replay_guardrails,
-    run_backtest,
-    static_ex_ante,
-)
+from offchain.risk.backtest import SPEC_KEYS, BacktestConfig, horizon_losses, run_backtest
 from offchain.risk.backtest_validation import validate
 from offchain.risk.calibration import push_decision
 from offchain.risk.prices import Candles
+from offchain.risk.replay import (
+    OutagePlan,
+    evaluation_window,
+    replay_guardrails,
+    static_ex_ante,
+)
 from offchain.risk.risk_config import load_risk_config
 from tests.spec_keys import BACKTEST_MODEL_KEYS
 
@@ -147,7 +144,7 @@ def synthetic(btc):
 
 
 def test_run_backtest__margins_in_force_respect_the_shipped_guardrails(synthetic, btc):
-    candles, _, result = synthetic
+    _, _, result = synthetic
     assert result.hours == 3000 - btc.model.warmup - 1
     margin = result.margins["recommended"]
     assert_within_guardrails(margin, btc.guardrails, btc.tier0_rate)
@@ -183,7 +180,7 @@ def test_run_backtest__json_has_exactly_the_spec_keys(synthetic):
 
 
 def test_run_backtest__baselines_ex_ante_and_at_equal_margin(synthetic):
-    candles, config, result = synthetic
+    candles, _, result = synthetic
     rec = result.models["recommended"].avg_margin_rate
     assert result.models["static_equal_margin"].avg_margin_rate == pytest.approx(rec)
     assert result.models["static_ex_ante_equal_margin"].avg_margin_rate == pytest.approx(rec)

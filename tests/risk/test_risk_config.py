@@ -47,13 +47,15 @@ def test_devnet__deploys_the_shipped_guardrails_and_tiers(shipped):
         DEVNET_INITIAL_RATIO,
         DEVNET_TIERS,
         DevnetMarket,
+    )
+    from offchain.devnet.system import (
         shipped as devnet_shipped,
     )
 
     btc = shipped.market("BTC")
-    assert DEVNET_GUARDRAILS == btc.guardrails
+    assert btc.guardrails == DEVNET_GUARDRAILS
     assert tuple(DEVNET_TIERS) == btc.tiers
-    assert DEVNET_INITIAL_RATIO == btc.initial_ratio
+    assert btc.initial_ratio == DEVNET_INITIAL_RATIO
     assert DevnetMarket(1, "BTC", 60_000.0).guardrails == btc.guardrails
     assert devnet_shipped("ETH") == shipped.market("ETH")
 
