@@ -106,3 +106,22 @@ def test_select__a_market_with_too_little_history_is_left_out():
     assert set(chosen.markets) == {"BTC", "SOL"}  # SOL keeps the shared parameters
     with pytest.raises(ValueError, match="no market has"):
         select(candles, bases, T0 + 3600 * 100, grid=TINY)
+
+
+def test_to_yaml__the_frozen_file_reads_back_as_the_rules_choice(tmp_path):
+    """`dmm calibrate --write-config` writes exactly what the rule chose."""
+    from offchain.risk.calibration_run import CalibrationRun, to_markdown, to_yaml
+    from offchain.risk.risk_config import load_risk_config as load
+
+    candles = {"BTC": synthetic(3000, seed=1)}
+    bases = {"BTC": SHIPPED.market("BTC")}
+    chosen = select(
+        candles, bases, int(candles["BTC"].timestamps[-1]) + 3600, grid=TINY, min_hours=1000
+    )
+    run = CalibrationRun(chosen, [], {"weight": 0.5}, [], [], {}, Goals())
+    path = tmp_path / "risk.yaml"
+    path.write_text(to_yaml(run, SHIPPED))
+    again = load(path)
+    assert again.markets == (chosen.markets["BTC"],)
+    assert again.dvol_weight == 0.5
+    assert "| `quantile` |" in to_markdown(run)
