@@ -4,7 +4,10 @@
 #   make test   - lint and the whole test suite (unit on ape's local chain, integration on anvil)
 #   make bench  - gas, risk-model and keeper benchmarks; writes bench/results.json
 #   make fuzz   - deeper property and stateful fuzzing (more examples, more steps)
-#   make backtest - the risk model's walk-forward backtest on BTC and ETH hourly prices
+#   make backtest - the shipped margin configuration's backtest on BTC, ETH and SOL (2018-2023):
+#                   both periods, tables, JSON and PNG charts in out/
+#   make calibrate - re-run the written selection rule on 2018-2021 (writes out/; CALIBRATE_WRITE=1
+#                   also rewrites deploy/risk.yaml)
 #   make funding-study - reference-mode funding backtest, max_funding_rate and funding reserve
 #   make backtest-portfolio - portfolio margin vs the tiered sum on BTC/ETH(/SOL), both periods
 #   make devnet - a local devnet (anvil, 1 s blocks) with both bots running through a crash;
@@ -25,7 +28,7 @@ PYTEST_UNIT := $(BIN)/ape test $(UNIT_DIRS)
 PYTEST_FUZZ := $(BIN)/pytest -p no:ape_test tests/fuzz
 PYTEST_ANVIL := $(BIN)/ape test tests/integration --network ethereum:local:foundry
 
-.PHONY: install demo devnet test unit fuzz-quick integration lint bench fuzz backtest backtest-portfolio funding-study clean
+.PHONY: install demo devnet test unit fuzz-quick integration lint bench fuzz backtest calibrate backtest-portfolio funding-study clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,14 +66,38 @@ fuzz: install
 bench: install
 	$(BIN)/python -m bench
 
-# The walk-forward backtest on the shared Binance hourly files (read in place, never copied).
+# The walk-forward backtest on the shared Binance hourly files (read in place, never copied):
+# the frozen shipped configuration on the calibration period (to 2021-12-31) and the report
+# period (2022-2023), with the DVOL candidate where an index exists.
 SHARED_DATA ?= $(CURDIR)/../shared/data
+PRICES_btc := binance_btcusdt_1h_2018_2023.csv
+PRICES_eth := binance_ethusdt_1h_2018_2023.csv
+PRICES_sol := binance_solusdt_1h_2020_2023.csv
+VOL_btc := --vol-index $(SHARED_DATA)/deribit_btc_dvol_1h_2021_2023.csv
+VOL_eth := --vol-index $(SHARED_DATA)/deribit_eth_dvol_1d_2021_2023.csv
+VOL_sol :=
 backtest: install
 	mkdir -p out
-	for asset in btc eth; do \
-		$(BIN)/dmm backtest --prices $(SHARED_DATA)/binance_$${asset}usdt_1h.csv \
-			--json out/backtest_$$asset.json || exit 1; \
+	for asset in btc eth sol; do \
+		case $$asset in btc) f=$(PRICES_btc); v="$(VOL_btc)";; eth) f=$(PRICES_eth); v="$(VOL_eth)";; \
+			sol) f=$(PRICES_sol); v="$(VOL_sol)";; esac; \
+		$(BIN)/dmm backtest --prices $(SHARED_DATA)/$$f $$v --to 2021-12-31 --no-candidates \
+			--json out/backtest_$${asset}_calibration.json > out/backtest_$${asset}_calibration.txt \
+			|| exit 1; \
+		$(BIN)/dmm backtest --prices $(SHARED_DATA)/$$f $$v --from 2022-01-01 --to 2023-12-31 \
+			--json out/backtest_$${asset}.json > out/backtest_$${asset}.txt || exit 1; \
+		cat out/backtest_$${asset}.txt; \
 	done
+
+CALIBRATE_WRITE ?=
+calibrate: install
+	mkdir -p out
+	$(BIN)/dmm calibrate --out out \
+		--prices $(SHARED_DATA)/$(PRICES_btc) --prices $(SHARED_DATA)/$(PRICES_eth) \
+		--prices $(SHARED_DATA)/$(PRICES_sol) \
+		--vol-index BTC=$(SHARED_DATA)/deribit_btc_dvol_1h_2021_2023.csv \
+		--vol-index ETH=$(SHARED_DATA)/deribit_eth_dvol_1d_2021_2023.csv \
+		$(if $(CALIBRATE_WRITE),--write-config deploy/risk.yaml)
 
 # Funding on the shared Binance settlements and candles (BTC, ETH, SOL): the reference mode
 # against the settled history, the registry's max_funding_rate and the funding reserve, sized on

@@ -8,7 +8,7 @@ import pytest
 from eth_account import Account
 from hypothesis import HealthCheck, settings
 
-from offchain.devnet.system import DEVNET_GUARDRAILS, DEVNET_INITIAL_RATIO, DEVNET_TIERS
+from offchain.protocol.margin_math import Guardrails, Tier
 from offchain.protocol.signing import RiskUpdate, sign_batch_multi
 
 WAD = 10**18
@@ -30,10 +30,25 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-# The devnet's schedule and guardrails: the registry tests run what the devnet deploys.
-DEFAULT_TIERS = list(DEVNET_TIERS)  # 0.5% up to 1M USD, 1% to 10M, 2.5% above
-DEFAULT_INITIAL_RATIO = DEVNET_INITIAL_RATIO  # 2x maintenance
-DEFAULT_GUARDRAILS = DEVNET_GUARDRAILS  # [1x, 10x], +50% / -10% per update, 4x when stale
+# The contract suites' own schedule and guardrails, written out: their hand-computed
+# expectations depend on these numbers, not on what the devnet ships (deploy/risk.yaml).
+DEFAULT_TIERS = [
+    Tier(0, 5 * 10**15),  # 0.5% of notional up to 1M USD
+    Tier(1_000_000 * WAD, 10**16),  # 1% from 1M to 10M
+    Tier(10_000_000 * WAD, 25 * 10**15),  # 2.5% above 10M
+]
+DEFAULT_INITIAL_RATIO = 2 * WAD  # initial = 2x maintenance
+DEFAULT_GUARDRAILS = Guardrails(
+    min_multiplier=WAD,
+    max_multiplier=10 * WAD,
+    max_increase=WAD // 2,  # +50% per update
+    max_decrease=WAD // 10,  # -10% per update
+    min_decrease_interval=3600,
+    heartbeat=7200,
+    stale_multiplier=4 * WAD,
+    increase_ramp=0,
+    max_funding_rate=10**12,
+)
 KEEPER_KEYS = [Account.from_key(bytes([i + 1]) * 32) for i in range(5)]
 
 

@@ -13,6 +13,15 @@ BACKTEST_MODEL_KEYS = frozenset(
         "peak_margin_rate",
         "total_shortfall",
         "max_daily_margin_increase",
+        # from the risk-model v2 issue on
+        "dq_p_long",
+        "dq_p_short",
+        "peak_to_trough",
+        "max_increase_1d",
+        "max_increase_5d",
+        "max_increase_30d",
+        "breach_rate_intrahour_long",
+        "breach_rate_intrahour_short",
     }
 )
 

@@ -109,9 +109,13 @@ EwmaSection = dataclass_section(EwmaRiskModel, "EwmaSection", kind=(Literal["ewm
 
 
 class CalibratedSection(StrictModel):
+    """The shipped margin model (``deploy/risk.yaml`` unless ``config`` names another file)."""
+
     kind: Literal["calibrated"] = "calibrated"
     bar_seconds: Annotated[StrictInt, Field(gt=0)] = 3600
-    horizon: Annotated[StrictInt, Field(ge=1)] = 1
+    config: str | None = None  # risk configuration file, relative to this file
+    store: str | None = None  # SQLite file of finished bars, kept across restarts
+    vol_index_feeds: dict[StrictInt, NonzeroAddress] | None = None
 
 
 class BotFile(StrictModel):

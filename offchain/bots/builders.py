@@ -12,14 +12,16 @@ from __future__ import annotations
 import csv
 import getpass
 import json
+import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from offchain.bots.bar_store import BarStore
 from offchain.bots.bot_config import BotConfig, ConfigError, load_config, parse_config
 from offchain.bots.keeper import Keeper, KeeperMarket, read_history_csv
 from offchain.bots.keeper_models import CalibratedRiskModel, EwmaRiskModel, LiveRiskModel
@@ -28,6 +30,10 @@ from offchain.bots.metrics import BotMetrics
 from offchain.protocol.chain import EngineClient, FeedClient, RegistryClient
 from offchain.protocol.config_files import ConfigFileError, one_line, read_text
 from offchain.protocol.tx_sender import TxSender
+from offchain.risk.prices import load_candles
+from offchain.risk.risk_config import RiskConfigError, load_risk_config
+
+log = logging.getLogger("dmm.builders")
 
 MAX_HISTORY_BYTES = 256 * 2**20  # a warm-up file larger than this is a mistake, not a history
 
@@ -160,18 +166,64 @@ class Tier0Rates(Mapping[int, int]):
         return len(self.market_ids)
 
 
+def vol_index_readers(
+    feeds: FeedClient, section: Mapping[Any, Any], max_age: int = 2 * 3600
+) -> dict[int, Callable[[int], float | None]]:
+    """``{market_id: feed address}`` of volatility-index aggregators (a Chainlink-style feed
+    answering the annualised index in percent, e.g. DVOL) as readers for the model; a reading
+    older than ``max_age`` seconds, or that cannot be read, is no reading."""
+
+    def reader(address: str) -> Callable[[int], float | None]:
+        def read(now: int) -> float | None:
+            try:
+                r = feeds.latest(address)
+                if r.answer <= 0 or now - r.updated_at > max_age:
+                    return None
+                return r.answer / 10**r.decimals
+            except Exception as exc:  # an index is optional: never fail the tick for it
+                log.warning("volatility index %s unreadable: %s", address, exc)
+                return None
+
+        return read
+
+    return {int(k): reader(str(v)) for k, v in (section or {}).items()}
+
+
 def risk_model(
     cfg: BotConfig, registry: RegistryClient, markets: Sequence[KeeperMarket]
 ) -> LiveRiskModel:
-    """The keeper's model: ``kind: calibrated`` (default, the backtested model; its first-tier
-    rates are read from the registry) or ``kind: ewma``."""
+    """The keeper's model: ``kind: calibrated`` (default: the shipped margin model of
+    ``deploy/risk.yaml``; first-tier rates read from the registry) or ``kind: ewma``.
+
+    Keys of the calibrated model: ``config`` (risk configuration file, default the shipped
+    one), ``store`` (SQLite file of finished bars, kept across restarts; default in memory),
+    ``bar_seconds`` (3,600), ``vol_index_feeds`` (``{market_id: aggregator address}``)."""
     section = cfg.file.model.model_dump()
     kind = section.pop("kind")
     if kind == "ewma":
         from offchain.bots.bot_config import build
 
         return build(EwmaRiskModel, section, f"{cfg.source}: model")
-    return CalibratedRiskModel(Tier0Rates(registry, [m.market_id for m in markets]), **section)
+    where = f"{cfg.source}: model"
+    try:
+        config = load_risk_config(cfg.path(section["config"]) if section["config"] else None)
+        for m in markets:
+            config.by_id(m.market_id)
+    except RiskConfigError as exc:
+        raise ConfigError(f"{where}.config: {exc}") from exc
+    store_path = section["store"]
+    if store_path is None:
+        log.warning("model.store not set: finished bars are kept in memory, not across restarts")
+    readers = {}
+    if section["vol_index_feeds"]:
+        readers = vol_index_readers(FeedClient(registry.w3), section["vol_index_feeds"])
+    return CalibratedRiskModel(
+        Tier0Rates(registry, [m.market_id for m in markets]),
+        config=config,
+        store=BarStore(str(cfg.path(store_path)) if store_path else ":memory:"),
+        bar_seconds=section["bar_seconds"],
+        vol_index=readers,
+    )
 
 
 def build_keeper(
@@ -204,6 +256,14 @@ def build_keeper(
         config_histories(cfg) if histories is None else histories
     ).items():
         keeper.warm_up(market_id, times, prices)
+    if isinstance(model, CalibratedRiskModel) and histories is None:
+        # The backtest's loader on the same files: the model starts from the same bars.
+        for i, m in enumerate(cfg.file.markets):
+            if m.history:
+                try:
+                    model.seed(m.id, load_candles(cfg.path(m.history))[0])
+                except ValueError as exc:
+                    raise ConfigError(f"{cfg.source}: markets[{i}].history: {exc}") from None
     return keeper
 
 
@@ -231,4 +291,5 @@ __all__ = [
     "parse_config",
     "read_history",
     "risk_model",
+    "vol_index_readers",
 ]

@@ -416,9 +416,9 @@ class Keeper:
             proposal = self.model.propose(market.market_id, times, prices, state, now)
         except ValueError as exc:  # e.g. not enough history yet for the model
             return Decision(market.market_id, "skip", f"model: {exc}")
-        # The data behind the update is the latest feed round; a refresh with no new round is
-        # observed at the block that confirmed the price is still current.
-        observed_at = history.last_round_at
+        # The data behind the update: the model's last finished bar, else the latest feed round;
+        # a refresh with nothing new is observed at the block that confirmed the price.
+        observed_at = proposal.observed_at or history.last_round_at
         if observed_at <= state.observed_at and now - state.updated_at >= (
             guardrails.heartbeat * self.config.refresh_fraction
         ):

@@ -58,10 +58,10 @@ BTC_PRICE = 60_000.0
 ETH_PRICE = 3_000.0
 TOKEN_SCALE = 10**12  # 6-decimal token units to WAD
 DEFAULT_SEED = 7
-# The keeper's calibrated model needs about 100 hourly bars; a month gives its stressed floor
-# something to measure as well.
-WARM_UP_HOURS = 720
-WINDOW_WARM_UP_HOURS = 720
+# The keeper's model proposes from the backtest's warm-up on: 720 hours of data before the first
+# proposal, i.e. 721 bars.
+WARM_UP_HOURS = 721
+WINDOW_WARM_UP_HOURS = 721
 # ETH is riskier: higher marginal rates and a lower first bracket than BTC's devnet schedule.
 ETH_TIERS = (
     Tier(0, 75 * 10**14),  # 0.75% up to 500k USD

@@ -20,27 +20,23 @@ from offchain import WAD
 from offchain.protocol.deploy_config import DeploySpec, MarketSpec, MockFeed, MockToken
 from offchain.protocol.deploy_plan import ApeBackend, DeployRecord, execute, plan
 from offchain.protocol.margin_math import Guardrails, Tier
+from offchain.risk.risk_config import MarketRisk, load_risk_config
 
 USDC = 10**6
 FEED_DECIMALS = 8
 
-DEVNET_TIERS = (
-    Tier(0, 5 * 10**15),  # 0.5% of notional up to 1M USD
-    Tier(1_000_000 * WAD, 10**16),  # 1% from 1M to 10M
-    Tier(10_000_000 * WAD, 25 * 10**15),  # 2.5% above 10M
-)
-DEVNET_GUARDRAILS = Guardrails(
-    min_multiplier=WAD,
-    max_multiplier=10 * WAD,
-    max_increase=WAD // 2,  # +50% per update
-    max_decrease=WAD // 10,  # -10% per update
-    min_decrease_interval=3600,
-    heartbeat=7200,
-    stale_multiplier=4 * WAD,
-    increase_ramp=0,  # an increase applies at once
-    max_funding_rate=10**12,
-)
-DEVNET_INITIAL_RATIO = 2 * WAD
+# The shipped configuration (deploy/risk.yaml) is the devnet's: its BTC market's tier schedule,
+# guardrails and initial ratio are the defaults of every devnet market, and `shipped(name)` gives
+# any market's (tests/risk/test_risk_config.py fails if they drift apart).
+SHIPPED = load_risk_config()
+DEVNET_TIERS = SHIPPED.market("BTC").tiers
+DEVNET_GUARDRAILS = SHIPPED.market("BTC").guardrails
+DEVNET_INITIAL_RATIO = SHIPPED.market("BTC").initial_ratio
+
+
+def shipped(name: str) -> MarketRisk:
+    """A market of the shipped risk configuration (``BTC``, ``ETH``, ``SOL``)."""
+    return SHIPPED.market(name)
 
 
 @dataclass(frozen=True)
@@ -263,6 +259,7 @@ __all__ = [
     "deploy_engine",
     "deploy_system",
     "devnet_spec",
+    "shipped",
     "system_from_record",
 ]
 

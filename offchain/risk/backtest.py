@@ -1,96 +1,97 @@
-"""Walk-forward backtest of margin models through the registry's guardrails.
+"""Walk-forward backtest of the shipped margin configuration through the registry's rules.
 
-For each hour ``t`` after a warm-up (720 hours: the first GARCH fit and a month of residuals):
+For each hour ``t`` after the warm-up:
 
-1. every model computes its rate from the closes up to candle ``t`` only
-   (:func:`offchain.risk.calibration.target_series`; all of its pieces are causal);
+1. the market's model (:func:`offchain.risk.margin_model.proposal_series`, the code the keeper
+   runs) proposes a rate from the closes up to candle ``t`` only;
 2. the keeper's policy turns it into a multiplier, clamps it with ``margin_math`` and pushes it
-   unless the change is inside the hysteresis band
-   (:func:`offchain.risk.calibration.push_decision`);
-   the update lands at the close of candle ``t`` and is applied with
-   :func:`offchain.protocol.margin_math.apply_update`, exactly as the registry would;
-3. the maintenance rate in force right after it (``margin_math.multiplier_in_force``: the ramped
-   multiplier during an increase ramp, the stale multiplier if the market went stale) must
-   cover the loss over the next ``h`` candles: ``1 - P_{t+h}/P_t`` for a long and
-   ``P_{t+h}/P_t - 1`` for a short. A loss above it is a **breach**.
+   unless the change is inside the hysteresis band; the update lands at the close of candle
+   ``t`` and is applied with :func:`offchain.protocol.margin_math.apply_update`, exactly as the
+   registry would (step limits, decrease interval, increase ramp, stale fallback);
+3. the loss over the next ``h`` candles, ``1 - P_{t+h}/P_t`` for a long and ``P_{t+h}/P_t - 1``
+   for a short, is compared with the maintenance rate **in force when it is realised** (just
+   before the next update lands: the ramp has then run, a silent keeper's market may be
+   stale). A larger loss is a **breach**. The intra-hour check compares the next candle's
+   adverse extreme (its low for a long, its high for a short) with the lowest rate in force
+   during that hour.
 
-Recalibration is hourly: the variance recursion is O(1) per hour, and the registry's heartbeat (2
-hours) needs a push at least every other hour anyway; a slower cadence would only delay the
-reaction to a shock, which is what the independence test punishes. The slow parts are refreshed
-less often, from data up to the refresh: GARCH parameters every 720 hours (expanding window),
-FHS residual tails and the stressed ES every 24 hours.
+The replay runs from the end of the warm-up to the end of the file, continuously; only the hours
+of the evaluation window (``start``/``stop``, the command line's ``--from``/``--to``) are scored,
+so every hour before the window is warm-up for the model *and* for the replayed registry state.
 
-Reported per model (long and short):
+Models and baselines in one run (see :class:`BacktestConfig`):
 
-* breach rate against ``1 - confidence``;
-* Kupiec's proportion-of-failures test (``LR_uc``, chi-square with 1 degree of freedom);
-* Christoffersen's independence test (``LR_ind``, 1 d.o.f., from the first-order Markov
-  transitions of the breach sequence) and conditional coverage (``LR_cc = LR_uc + LR_ind``,
-  2 d.o.f.); the JSON's ``christoffersen_p_*`` is the independence p-value;
-* average and peak maintenance rate in force;
-* ``max_daily_margin_increase``: ``max_t (m_t - min(m_{t-24}, ..., m_t))``, the largest rise of
-  the rate within any 24 hours (catches a rise spread over several updates, which the
-  point-to-point ``m_t - m_{t-24}`` can miss);
-* ``total_shortfall``: sum over breaches of the loss beyond margin, longs and shorts together,
-  as a fraction of the notional of one position on each side.
+* ``recommended``: the shipped configuration of the market (``deploy/risk.yaml``);
+* ``previous``: the model and guardrails this project shipped before (FHS on a dual EWMA, 99% VaR,
+  a floor at 12.5% of the five-year stressed ES, 1x-18x, +200% per update, stale 4x): the
+  reference for "no more total shortfall than before";
+* ``static_ex_ante``: a static rate set each month, ex ante, at the 99% historical VaR of the
+  trailing year's hourly losses (what an exchange with a fixed schedule would charge);
+  ``static_ex_ante_equal_margin``: the same schedule scaled by one factor so that its average
+  over the window equals the recommended model's (its path is ex ante, its level is matched);
+  ``static_equal_margin``: a constant at the recommended model's average over the window (a
+  hindsight benchmark: it uses the window's own average); flat 3% and 0.5%;
+* candidates (``candidates=True``): the recommended model with each other EMIR tool
+  (``apc_buffer``/``apc_stressed_weight``/``apc_lookback_floor``/``apc_none``), with the implied
+  volatility blend (``dvol_blend``, when an index is given), and the older RiskMetrics, GARCH-t,
+  FHS, range and ES models, each replayed under the market's guardrails.
 
-Baselines in the same run: a static rate equal to the recommended model's average rate
-(``static_equal_margin``; it uses the whole sample's average, a look-ahead allowed for a
-benchmark), and flat 3% and 0.5%.
-
-**Why the recommended model covers VaR, not ES, at the target confidence.** A margin covering
-ES at 99% is breached far less than 1% of the hours (about 0.4% here), and ES at 97.5% (the
-Basel FRTB counterpart of a 99% VaR, equal for a normal law) still only about 0.75% with these
-fat-tailed residuals: both fail Kupiec's two-sided test by over-coverage with 32,000 hours. A
-margin whose breaches should happen 1% of the hours is a 99% VaR; ES is computed and reported,
-drives the stressed floor, and an ES candidate is in the table for comparison.
-
-For ``h > 1`` the loss windows overlap, so breaches are serially dependent by construction and
-the independence test is no longer meaningful.
+Figures (:mod:`offchain.risk.coverage_tests`, :mod:`offchain.risk.procyclicality`): breach rates
+and Kupiec, Christoffersen independence and conditional coverage, the Engle-Manganelli DQ test,
+the Christoffersen-Pelletier duration test and the Basel traffic light per side; margin level,
+peak/trough and its largest 1-, 5- and 30-day rises; total shortfall. Further validation
+(:func:`validate`): breaches by margin regime, the Acerbi-Szekely ES test, bootstrap intervals on
+the shortfall cuts, replayed keeper outages and non-overlapping multi-hour horizons.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
-from scipy.special import xlogy
 
-from offchain.protocol.margin_math import (
-    Guardrails,
-    MarketState,
-    Tier,
-    apply_update,
-    clamp_multiplier,
-    multiplier_in_force,
-    validate_guardrails,
-    validate_tiers,
-)
-from offchain.protocol.signing import RiskUpdate
+from offchain.protocol.margin_math import Guardrails, Tier, validate_guardrails, validate_tiers
 from offchain.risk.calibration import (
-    DEFAULT_GUARDRAILS,
     DEFAULT_POLICY,
-    DEFAULT_TIERS,
+    PREVIOUS_GUARDRAILS,
+    PREVIOUS_TIERS,
     RECOMMENDED_MODEL,
-    Policy,
-    multiplier_for_rate,
-    push_decision,
-    rate_of_multiplier,
     stressed_es_series,
     target_series,
 )
+from offchain.risk.coverage_tests import (
+    CoverageTest,
+    RegimeBreaches,
+    TrafficLight,
+    breaches_by_regime,
+    christoffersen,
+    duration_test,
+    dynamic_quantile,
+    kupiec_pof,
+    traffic_light,
+    transition_counts,
+)
+from offchain.risk.margin_model import MarginModel, proposal_series
 from offchain.risk.prices import HOUR, Candles
+from offchain.risk.procyclicality import increases
+from offchain.risk.replay import (
+    OutagePlan,
+    Window,
+    evaluation_window,
+    replay_guardrails,
+    static_ex_ante,
+    update_times,
+)
+from offchain.risk.risk_config import MarketRisk, load_risk_config
 from offchain.risk.risk_measures import RiskModel, check_confidence
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.int64]
 
 log = logging.getLogger("dmm.backtest")
 
@@ -105,233 +106,53 @@ SPEC_KEYS = (
     "peak_margin_rate",
     "total_shortfall",
     "max_daily_margin_increase",
+    "dq_p_long",
+    "dq_p_short",
+    "peak_to_trough",
+    "max_increase_1d",
+    "max_increase_5d",
+    "max_increase_30d",
+    "breach_rate_intrahour_long",
+    "breach_rate_intrahour_short",
 )
-DAY = 24
 NO_HASH = b"\x00" * 32
-
-
-def candidate_models(confidence: float) -> tuple[RiskModel, ...]:
-    """The models compared with the recommended one, at ``confidence``.
-
-    ``ewma``: RiskMetrics (EWMA 0.94, normal). ``garch_t``: GARCH(1,1)-t, parametric t tail.
-    ``fhs``: FHS on a single EWMA 0.94. ``range_gk``: FHS on an EWMA of Garman-Klass range
-    variances. ``fhs_es``: the recommended filter covering ES at ``1 - 2.5 (1 - c)`` (97.5% for
-    99%, the FRTB counterpart).
-    """
-    check_confidence(confidence)
-    es_level = 1 - 2.5 * (1 - confidence)
-    return (
-        RiskModel(name="ewma", volatility="ewma", tail="normal", lam=0.94, confidence=confidence),
-        RiskModel(name="garch_t", volatility="garch_t", tail="student_t", confidence=confidence),
-        RiskModel(name="fhs", volatility="ewma", tail="fhs", lam=0.94, confidence=confidence),
-        RiskModel(name="range_gk", volatility="range", tail="fhs", lam=0.94, confidence=confidence),
-        dataclasses.replace(
-            RECOMMENDED_MODEL, name="fhs_es", measure="es", confidence=round(es_level, 10)
-        ),
-    )
+YEAR_H = 8760
 
 
 @dataclass(frozen=True)
 class BacktestConfig:
-    """What to backtest and under which guardrails.
+    """What to backtest: a market's shipped configuration, the window and the comparisons.
 
-    Parameters
-    ----------
-    confidence
-        Target coverage: breaches should happen ``1 - confidence`` of the hours.
-    horizon
-        Liquidation horizon in hours.
-    warmup
-        Hours of data before the first evaluated hour.
-    recommended
-        The model proposed for signing (its confidence is set to ``confidence``).
-    candidates
-        Other models (default :func:`candidate_models`).
+    ``start``/``stop`` are UTC seconds (candle open times): hours before ``start`` are warm-up
+    only, ``stop`` is exclusive. ``implied`` is the hourly implied volatility per candle (NaN
+    where unknown) for the ``dvol_blend`` candidate with weight ``dvol_weight``.
     """
 
+    market: MarketRisk
     confidence: float = 0.99
-    horizon: int = 1
-    warmup: int = 720
-    guardrails: Guardrails = DEFAULT_GUARDRAILS
-    tiers: tuple[Tier, ...] = DEFAULT_TIERS
-    policy: Policy = DEFAULT_POLICY
-    recommended: RiskModel = RECOMMENDED_MODEL
-    candidates: tuple[RiskModel, ...] | None = None
+    start: int | None = None
+    stop: int | None = None
+    candidates: bool = True
+    previous: bool = True
+    outages: OutagePlan | None = field(default_factory=OutagePlan)
+    horizons: tuple[int, ...] = (2, 4, 8)
+    implied: FloatArray | None = field(default=None, repr=False, compare=False)
+    dvol_weight: float = 0.5
     flat_rates: tuple[tuple[str, float], ...] = (("flat_3pct", 0.03), ("flat_0_5pct", 0.005))
 
     def __post_init__(self) -> None:
         check_confidence(self.confidence)
-        if not 1 <= self.horizon <= 24 * 7:
-            raise ValueError(f"horizon must be 1 to 168 hours, got {self.horizon}")
-        if self.warmup < 300:
-            raise ValueError(f"warmup must be at least 300 hours, got {self.warmup}")
-        validate_guardrails(self.guardrails)
-        validate_tiers(self.tiers)
+        validate_guardrails(self.market.guardrails)
+        validate_tiers(self.market.tiers)
+        if self.start is not None and self.stop is not None and self.stop <= self.start:
+            raise ValueError("the evaluation window ends before it starts")
         for name, rate in self.flat_rates:
             if not 0 < rate < 1:
                 raise ValueError(f"flat rate {name} must lie in (0, 1), got {rate}")
 
-    def models(self) -> tuple[RiskModel, tuple[RiskModel, ...]]:
-        """The recommended model and the candidates, at the configured confidence."""
-        rec = dataclasses.replace(self.recommended, confidence=self.confidence)
-        cands = (
-            self.candidates if self.candidates is not None else candidate_models(self.confidence)
-        )
-        return rec, cands
-
-
-# ---------------------------------------------------------------------------------------------
-# Coverage tests (pure)
-
-
-@dataclass(frozen=True)
-class CoverageTest:
-    """A likelihood-ratio statistic and its chi-square p-value."""
-
-    statistic: float
-    p_value: float
-
-
-def _bernoulli_ll(ones: float, zeros: float, p: float) -> float:
-    """``ones * ln p + zeros * ln(1 - p)`` with ``0 ln 0 = 0``."""
-    return float(xlogy(ones, p) + xlogy(zeros, 1 - p))
-
-
-def kupiec_pof(breaches: BoolArray, p: float) -> CoverageTest:
-    """Kupiec (1995) proportion-of-failures test.
-
-    .. math:: LR_{uc} = -2 \\ln \\frac{(1-p)^{n-x} p^x}{(1-\\hat p)^{n-x} \\hat p^x},
-              \\quad \\hat p = x / n, \\quad LR_{uc} \\sim \\chi^2_1
-    """
-    if not 0 < p < 1:
-        raise ValueError(f"p must lie in (0, 1), got {p}")
-    b = np.asarray(breaches, dtype=bool)
-    n = b.size
-    if n == 0:
-        raise ValueError("no observations")
-    x = int(b.sum())
-    lr = -2 * (_bernoulli_ll(x, n - x, p) - _bernoulli_ll(x, n - x, x / n))
-    lr = max(lr, 0.0)
-    return CoverageTest(lr, float(stats.chi2.sf(lr, 1)))
-
-
-def transition_counts(breaches: BoolArray) -> tuple[int, int, int, int]:
-    """``(n00, n01, n10, n11)``: ``nij`` = hours in state ``j`` after an hour in state ``i``."""
-    b = np.asarray(breaches, dtype=bool)
-    prev, cur = b[:-1], b[1:]
-    return (
-        int(np.sum(~prev & ~cur)),
-        int(np.sum(~prev & cur)),
-        int(np.sum(prev & ~cur)),
-        int(np.sum(prev & cur)),
-    )
-
-
-def christoffersen(breaches: BoolArray, p: float) -> tuple[CoverageTest, CoverageTest]:
-    """Christoffersen (1998) independence and conditional-coverage tests.
-
-    .. math:: LR_{ind} = -2 \\ln \\frac{(1-\\pi)^{n_{00}+n_{10}} \\pi^{n_{01}+n_{11}}}
-              {(1-\\pi_{01})^{n_{00}} \\pi_{01}^{n_{01}} (1-\\pi_{11})^{n_{10}} \\pi_{11}^{n_{11}}}
-              \\sim \\chi^2_1, \\qquad LR_{cc} = LR_{uc} + LR_{ind} \\sim \\chi^2_2
-
-    with ``pi01 = n01 / (n00 + n01)``, ``pi11 = n11 / (n10 + n11)`` and
-    ``pi = (n01 + n11) / (n00 + n01 + n10 + n11)``.
-    """
-    n00, n01, n10, n11 = transition_counts(breaches)
-    total = n00 + n01 + n10 + n11
-    if total == 0:
-        raise ValueError("need at least two observations")
-    pi = (n01 + n11) / total
-    pi01 = n01 / (n00 + n01) if n00 + n01 else 0.0
-    pi11 = n11 / (n10 + n11) if n10 + n11 else 0.0
-    restricted = _bernoulli_ll(n01 + n11, n00 + n10, pi)
-    unrestricted = _bernoulli_ll(n01, n00, pi01) + _bernoulli_ll(n11, n10, pi11)
-    lr_ind = max(-2 * (restricted - unrestricted), 0.0)
-    lr_cc = kupiec_pof(breaches, p).statistic + lr_ind
-    return (
-        CoverageTest(lr_ind, float(stats.chi2.sf(lr_ind, 1))),
-        CoverageTest(lr_cc, float(stats.chi2.sf(lr_cc, 2))),
-    )
-
-
-def max_rise(margin: FloatArray, window: int = DAY) -> float:
-    """``max_t (m_t - min(m_{t-window}, ..., m_t))``: the largest rise within ``window`` hours."""
-    m = np.asarray(margin, dtype=np.float64)
-    if m.size == 0:
-        return 0.0
-    padded = np.concatenate((np.full(window, m[0]), m))
-    lows = np.lib.stride_tricks.sliding_window_view(padded, window + 1).min(axis=1)
-    return float(np.max(m - lows))
-
-
-def shortfall(loss: FloatArray, margin: FloatArray) -> float:
-    """Sum over breaches of the loss beyond margin."""
-    return float(np.sum(np.clip(np.asarray(loss) - np.asarray(margin), 0.0, None)))
-
-
-def horizon_losses(
-    close: FloatArray, start: int, stop: int, horizon: int
-) -> tuple[FloatArray, FloatArray]:
-    """Long and short losses (fractions of notional) from candle ``t`` to ``t + horizon``."""
-    c = np.asarray(close, dtype=np.float64)
-    ratio = c[start + horizon : stop + horizon] / c[start:stop]
-    return 1 - ratio, ratio - 1
-
-
-# ---------------------------------------------------------------------------------------------
-# Guardrail replay
-
-
-@dataclass(frozen=True)
-class Replay:
-    """Rates in force per evaluated hour after the registry's guardrails, and what it took."""
-
-    rate: FloatArray
-    pushes: int
-    clamped_hours: int
-
-
-def replay_guardrails(
-    rates: FloatArray,
-    times: Sequence[int],
-    g: Guardrails = DEFAULT_GUARDRAILS,
-    tiers: Sequence[Tier] = DEFAULT_TIERS,
-    policy: Policy = DEFAULT_POLICY,
-    progress: bool = False,
-    desc: str = "replay",
-) -> Replay:
-    """Replay hourly proposals through the keeper's policy and the registry's rules.
-
-    ``rates[i]`` is proposed at ``times[i]`` (an update stamped and landing then); the result is
-    the first tier's rate under :func:`~offchain.protocol.margin_math.multiplier_in_force`
-    right after.
-    """
-    from tqdm import tqdm
-
-    if len(rates) != len(times):
-        raise ValueError(f"{len(rates)} rates for {len(times)} times")
-    tier0 = tiers[0].maintenance_rate
-    state = MarketState()
-    out = np.empty(len(rates))
-    pushes = clamped_hours = 0
-    steps = tqdm(
-        range(len(rates)), desc=desc, unit="h", disable=not progress, leave=False, mininterval=0.5
-    )
-    for i in steps:
-        now = int(times[i])
-        rate = float(rates[i])
-        if not math.isfinite(rate):
-            raise ValueError(f"{desc}: no rate at {now} (warm-up too short for the model)")
-        proposed = multiplier_for_rate(rate, tier0)
-        clamped = clamp_multiplier(state, g, proposed, now)
-        clamped_hours += clamped != proposed
-        push, _ = push_decision(state, g, clamped, now, policy.hysteresis, policy.step_seconds)
-        if push:
-            update = RiskUpdate(0, clamped, 0, now, now + policy.deadline_seconds, NO_HASH)
-            state = apply_update(state, g, update, now)
-            pushes += 1
-        out[i] = rate_of_multiplier(multiplier_in_force(state, g, now), tier0)
-    return Replay(out, pushes, clamped_hours)
+    @property
+    def horizon(self) -> int:
+        return self.market.model.horizon
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,26 +161,37 @@ def replay_guardrails(
 
 @dataclass(frozen=True)
 class ModelResult:
-    """One model's (or baseline's) backtest figures."""
+    """One model's (or baseline's) figures over the evaluation window."""
 
     name: str
     description: str
+    hours: int
     breaches_long: int
     breaches_short: int
-    hours: int
+    intrahour_long: int
+    intrahour_short: int
     kupiec_long: CoverageTest
     kupiec_short: CoverageTest
     independence_long: CoverageTest
     independence_short: CoverageTest
     cc_long: CoverageTest
     cc_short: CoverageTest
+    dq_long: CoverageTest
+    dq_short: CoverageTest
+    duration_long: CoverageTest
+    duration_short: CoverageTest
+    traffic_long: TrafficLight
+    traffic_short: TrafficLight
+    regimes_long: tuple[RegimeBreaches, ...]
+    regimes_short: tuple[RegimeBreaches, ...]
     clustered_long: int
     clustered_short: int
     avg_margin_rate: float
     peak_margin_rate: float
+    trough_margin_rate: float
     shortfall_long: float
     shortfall_short: float
-    max_daily_margin_increase: float
+    increases: dict[str, float]
     pushes: int | None = None
 
     @property
@@ -374,6 +206,14 @@ class ModelResult:
     def total_shortfall(self) -> float:
         return self.shortfall_long + self.shortfall_short
 
+    @property
+    def peak_to_trough(self) -> float:
+        return self.peak_margin_rate / self.trough_margin_rate
+
+    @property
+    def max_daily_margin_increase(self) -> float:
+        return self.increases["max_increase_1d"]
+
     def spec_dict(self) -> dict[str, float]:
         """Exactly the keys of SPEC.md's "Backtest output"."""
         return {
@@ -387,41 +227,94 @@ class ModelResult:
             "peak_margin_rate": self.peak_margin_rate,
             "total_shortfall": self.total_shortfall,
             "max_daily_margin_increase": self.max_daily_margin_increase,
+            "dq_p_long": self.dq_long.p_value,
+            "dq_p_short": self.dq_short.p_value,
+            "peak_to_trough": self.peak_to_trough,
+            **self.increases,
+            "breach_rate_intrahour_long": self.intrahour_long / self.hours,
+            "breach_rate_intrahour_short": self.intrahour_short / self.hours,
         }
+
+
+@dataclass(frozen=True)
+class Losses:
+    """Realised losses over the evaluated hours (fractions of notional)."""
+
+    long: FloatArray
+    short: FloatArray
+    intrahour_long: FloatArray
+    intrahour_short: FloatArray
+
+
+def horizon_losses(
+    close: FloatArray, start: int, stop: int, horizon: int
+) -> tuple[FloatArray, FloatArray]:
+    """Long and short losses (fractions of notional) from candle ``t`` to ``t + horizon``."""
+    c = np.asarray(close, dtype=np.float64)
+    ratio = c[start + horizon : stop + horizon] / c[start:stop]
+    return 1 - ratio, ratio - 1
+
+
+def realised_losses(candles: Candles, start: int, stop: int, horizon: int) -> Losses:
+    """Close-to-close losses over ``horizon`` and the next candle's adverse extreme.
+
+    The intra-hour loss of a long is ``1 - low_{t+1} / close_t`` and of a short
+    ``high_{t+1} / close_t - 1`` (the close itself for files without high and low).
+    """
+    long, short = horizon_losses(candles.close, start, stop, horizon)
+    c = candles.close[start:stop]
+    return Losses(
+        long,
+        short,
+        1 - candles.low[start + 1 : stop + 1] / c,
+        candles.high[start + 1 : stop + 1] / c - 1,
+    )
 
 
 def evaluate(
     name: str,
     description: str,
     margin: FloatArray,
-    loss_long: FloatArray,
-    loss_short: FloatArray,
+    losses: Losses,
     p: float,
+    intrahour_margin: FloatArray | None = None,
     pushes: int | None = None,
 ) -> ModelResult:
-    """Breaches, coverage tests, margin statistics and shortfall of one margin series."""
-    b_long, b_short = loss_long > margin, loss_short > margin
+    """Every coverage test and margin statistic of one margin series."""
+    b_long, b_short = losses.long > margin, losses.short > margin
+    m_in = margin if intrahour_margin is None else intrahour_margin
     ind_l, cc_l = christoffersen(b_long, p)
     ind_s, cc_s = christoffersen(b_short, p)
     return ModelResult(
         name=name,
         description=description,
+        hours=len(margin),
         breaches_long=int(b_long.sum()),
         breaches_short=int(b_short.sum()),
-        hours=len(margin),
+        intrahour_long=int(np.sum(losses.intrahour_long > m_in)),
+        intrahour_short=int(np.sum(losses.intrahour_short > m_in)),
         kupiec_long=kupiec_pof(b_long, p),
         kupiec_short=kupiec_pof(b_short, p),
         independence_long=ind_l,
         independence_short=ind_s,
         cc_long=cc_l,
         cc_short=cc_s,
+        dq_long=dynamic_quantile(b_long, margin, p),
+        dq_short=dynamic_quantile(b_short, margin, p),
+        duration_long=duration_test(b_long),
+        duration_short=duration_test(b_short),
+        traffic_long=traffic_light(b_long, p),
+        traffic_short=traffic_light(b_short, p),
+        regimes_long=breaches_by_regime(b_long, margin, p),
+        regimes_short=breaches_by_regime(b_short, margin, p),
         clustered_long=transition_counts(b_long)[3],
         clustered_short=transition_counts(b_short)[3],
         avg_margin_rate=float(np.mean(margin)),
         peak_margin_rate=float(np.max(margin)),
-        shortfall_long=shortfall(loss_long, margin),
-        shortfall_short=shortfall(loss_short, margin),
-        max_daily_margin_increase=max_rise(margin),
+        trough_margin_rate=float(np.min(margin)),
+        shortfall_long=float(np.sum(np.clip(losses.long - margin, 0, None))),
+        shortfall_short=float(np.sum(np.clip(losses.short - margin, 0, None))),
+        increases=increases(margin),
         pushes=pushes,
     )
 
@@ -431,16 +324,27 @@ class BacktestResult:
     """Everything one run measured; :meth:`to_json` is SPEC.md's "Backtest output"."""
 
     asset: str
+    market: str
     hours: int
     confidence: float
     horizon: int
     models: dict[str, ModelResult]
-    recommended: str
-    times: npt.NDArray[np.int64] = field(repr=False)
+    recommended: MarginModel
+    times: IntArray = field(repr=False)
     close: FloatArray = field(repr=False)
-    loss_long: FloatArray = field(repr=False)
-    loss_short: FloatArray = field(repr=False)
+    losses: Losses = field(repr=False)
     margins: dict[str, FloatArray] = field(repr=False)
+    intrahour_margins: dict[str, FloatArray] = field(repr=False)
+    window: Window = field(repr=False)
+    proposal: FloatArray = field(repr=False)
+
+    @property
+    def loss_long(self) -> FloatArray:
+        return self.losses.long
+
+    @property
+    def loss_short(self) -> FloatArray:
+        return self.losses.short
 
     def to_json(self) -> dict[str, object]:
         """``{"asset", "hours", "confidence", "horizon_hours", "models": {NAME: {...}}}``."""
@@ -453,95 +357,59 @@ class BacktestResult:
         }
 
 
-def run_backtest(
-    candles: Candles, config: BacktestConfig | None = None, progress: bool = False
-) -> BacktestResult:
-    """Walk forward over ``candles`` with every model and baseline (see the module docstring)."""
-    config = config or BacktestConfig()
-    n = len(candles)
-    start, stop = config.warmup, n - config.horizon
-    if stop - start < 100:
-        raise ValueError(
-            f"{candles.symbol or 'series'}: {n} candles leave {max(stop - start, 0)} hours after "
-            f"a {config.warmup}-hour warm-up; need at least 100"
-        )
-    p = 1 - config.confidence
-    times = candles.timestamps[start:stop] + HOUR  # each update lands at its candle's close
-    loss_long, loss_short = horizon_losses(candles.close, start, stop, config.horizon)
-    recommended, candidates = config.models()
-    models: dict[str, ModelResult] = {}
-    margins: dict[str, FloatArray] = {}
-    stressed: dict[float, FloatArray] = {}  # the floor depends on the confidence only
-    for key, model in [("recommended", recommended)] + [(m.name, m) for m in candidates]:
-        if config.policy.floor_fraction > 0 and model.confidence not in stressed:
-            stressed[model.confidence] = stressed_es_series(
-                candles,
-                model.confidence,
-                config.horizon,
-                config.policy.floor_window,
-                config.policy.floor_refresh,
-            )
-        series = target_series(
-            candles,
-            model,
-            config.policy,
-            config.horizon,
-            progress=progress,
-            stressed=stressed.get(model.confidence),
-        )
-        replay = replay_guardrails(
-            series.rate[start:stop],
-            times.tolist(),
-            config.guardrails,
-            config.tiers,
-            config.policy,
-            progress=progress,
-            desc=f"{candles.symbol} {key}",
-        )
-        description = _describe(model)
-        margins[key] = replay.rate
-        models[key] = evaluate(
-            key, description, replay.rate, loss_long, loss_short, p, replay.pushes
-        )
-        log.info(
-            "%s %s: %d pushes, %d clamped hours, %s",
-            candles.symbol,
-            key,
-            replay.pushes,
-            replay.clamped_hours,
-            _one_line(models[key]),
-        )
-    baselines = [
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def _candidates(config: BacktestConfig) -> list[tuple[str, MarginModel | RiskModel]]:
+    """The comparison models (see the module docstring)."""
+    rec = config.market.model
+    out: list[tuple[str, MarginModel | RiskModel]] = []
+    for tool in ("buffer", "stressed_weight", "lookback_floor", "none"):
+        if tool != rec.apc:
+            strength = rec.apc_strength if tool in ("buffer", "stressed_weight") else 0.5
+            strength = max(strength, 0.25)
+            out.append((f"apc_{tool}", dataclasses.replace(rec, apc=tool, apc_strength=strength)))
+    if config.implied is not None:
+        out.append(("dvol_blend", dataclasses.replace(rec, vol_index_weight=config.dvol_weight)))
+    c = config.confidence
+    es_level = round(1 - 2.5 * (1 - c), 10)
+    out += [
+        ("ewma", RiskModel(name="ewma", volatility="ewma", tail="normal", lam=0.94, confidence=c)),
         (
-            "static_equal_margin",
-            "static at the recommended model's average",
-            models["recommended"].avg_margin_rate,
+            "garch_t",
+            RiskModel(name="garch_t", volatility="garch_t", tail="student_t", confidence=c),
         ),
-        *[(name, f"flat {rate:.1%}", rate) for name, rate in config.flat_rates],
+        ("fhs", RiskModel(name="fhs", volatility="ewma", tail="fhs", lam=0.94, confidence=c)),
+        (
+            "range_gk",
+            RiskModel(name="range_gk", volatility="range", tail="fhs", lam=0.94, confidence=c),
+        ),
+        (
+            "fhs_es",
+            dataclasses.replace(
+                RECOMMENDED_MODEL, name="fhs_es", measure="es", confidence=es_level
+            ),
+        ),
     ]
-    for name, description, rate in baselines:
-        margin = np.full(stop - start, rate)
-        margins[name] = margin
-        models[name] = evaluate(name, description, margin, loss_long, loss_short, p)
-        log.info("%s %s: %s", candles.symbol, name, _one_line(models[name]))
-    ordered = {k: models[k] for k in ("recommended", "static_equal_margin")}
-    ordered |= {k: v for k, v in models.items() if k not in ordered}
-    return BacktestResult(
-        asset=candles.symbol,
-        hours=stop - start,
-        confidence=config.confidence,
-        horizon=config.horizon,
-        models=ordered,
-        recommended=recommended.name,
-        times=times,
-        close=candles.close[start:stop],
-        loss_long=loss_long,
-        loss_short=loss_short,
-        margins=margins,
-    )
+    return out
 
 
-def _describe(model: RiskModel) -> str:
+def describe(model: MarginModel | RiskModel) -> str:
+    """A short description of a model for the tables."""
+    if isinstance(model, MarginModel):
+        filt = f"EWMA {model.slow}" if model.fast is None else f"max EWMA {model.slow}/{model.fast}"
+        apc = {
+            "none": "no APC",
+            "buffer": f"buffer {model.apc_strength:.0%}",
+            "stressed_weight": f"stressed weight {model.apc_strength:.0%}",
+            "lookback_floor": "10y look-back floor",
+        }[model.apc]
+        extra = f", DVOL {model.vol_index_weight:.0%}" if model.vol_index_weight else ""
+        budget = (
+            f", rise <= {model.rise_budget:.1%}/{model.rise_window}h" if model.rise_budget else ""
+        )
+        return f"FHS {model.measure.upper()} {model.quantile:.2%}, {filt}, {apc}{budget}{extra}"
     vol = {
         "ewma": f"EWMA {model.lam}",
         "dual_ewma": f"max EWMA {model.slow}/{model.fast}",
@@ -552,126 +420,171 @@ def _describe(model: RiskModel) -> str:
     return f"{tail[model.tail]} {model.measure.upper()} {model.confidence:.1%}, {vol}"
 
 
+def shipped_model_only(candles: Candles, horizon: int | None = None) -> BacktestConfig:
+    """The shipped configuration of ``candles``' market (``deploy/risk.yaml``), replayed alone:
+    no previous model, no candidates, no flat baselines. ``horizon`` (hours) replaces the
+    model's when given. Other studies (funding reserve, portfolio margin) compare against it."""
+    market = load_risk_config().market(candles.symbol)
+    if horizon is not None and horizon != market.model.horizon:
+        market = dataclasses.replace(
+            market, model=dataclasses.replace(market.model, horizon=horizon)
+        )
+    return BacktestConfig(market, candidates=False, previous=False, flat_rates=())
+
+
+def run_backtest(
+    candles: Candles, config: BacktestConfig, progress: bool = False
+) -> BacktestResult:
+    """Walk forward over ``candles`` with the market's model, the baselines and the candidates
+    (see the module docstring)."""
+    market = config.market
+    model = market.model
+    h = model.horizon
+    w = evaluation_window(candles, model.warmup, h, config.start, config.stop)
+    lands, ends = update_times(candles, w, h)
+    score = slice(w.start - w.replay_from, w.stop - w.replay_from)
+    losses = realised_losses(candles, w.start, w.stop, h)
+    p = 1 - config.confidence
+    g, tiers = market.guardrails, market.tiers
+    models: dict[str, ModelResult] = {}
+    margins: dict[str, FloatArray] = {}
+    intrahour: dict[str, FloatArray] = {}
+
+    def replayed(
+        key: str,
+        desc: str,
+        rates: FloatArray,
+        rails: Guardrails,
+        sched: Sequence[Tier],
+        hysteresis: float,
+    ) -> None:
+        rep = replay_guardrails(
+            rates,
+            lands,
+            rails,
+            sched,
+            hysteresis,
+            ends,
+            progress=progress,
+            desc=f"{candles.symbol} {key}",
+        )
+        margins[key], intrahour[key] = rep.rate[score], rep.rate_start[score]
+        models[key] = evaluate(key, desc, margins[key], losses, p, intrahour[key], rep.pushes)
+        log.info(
+            "%s %s: %d pushes, %d clamped hours, %s",
+            candles.symbol,
+            key,
+            rep.pushes,
+            rep.clamped_hours,
+            _one_line(models[key]),
+        )
+
+    def margin_model(key: str, m: MarginModel, implied: FloatArray | None = None) -> None:
+        series = proposal_series(candles, m, market.floor_rate, market.cap_rate, implied)
+        replayed(
+            key, describe(m), series.proposal[w.replay_from : w.stop], g, tiers, market.hysteresis
+        )
+
+    rec_series = proposal_series(candles, model, market.floor_rate, market.cap_rate)
+    rec_proposal = rec_series.proposal[w.replay_from : w.stop]
+    replayed("recommended", describe(model), rec_proposal, g, tiers, market.hysteresis)
+    if config.previous:
+        prev = dataclasses.replace(RECOMMENDED_MODEL, confidence=config.confidence)
+        series = target_series(candles, prev, DEFAULT_POLICY, h, progress=progress)
+        replayed(
+            "previous",
+            "previous: " + describe(prev) + ", 12.5% stressed-ES floor, 1x-18x",
+            series.rate[w.replay_from : w.stop],
+            PREVIOUS_GUARDRAILS,
+            PREVIOUS_TIERS,
+            DEFAULT_POLICY.hysteresis,
+        )
+    ex_ante = static_ex_ante(candles, w, config.confidence, h)[score]
+    rec_avg = models["recommended"].avg_margin_rate
+    baselines = [
+        (
+            "static_equal_margin",
+            "static at the recommended average (hindsight)",
+            np.full(w.stop - w.start, rec_avg),
+        ),
+        ("static_ex_ante", "trailing-year 99% VaR, set monthly", ex_ante),
+        (
+            "static_ex_ante_equal_margin",
+            "static_ex_ante scaled to the recommended average",
+            ex_ante * (rec_avg / float(np.mean(ex_ante))),
+        ),
+        *[
+            (name, f"flat {rate:.1%}", np.full(w.stop - w.start, rate))
+            for name, rate in config.flat_rates
+        ],
+    ]
+    for name, desc, margin in baselines:
+        margins[name] = intrahour[name] = margin
+        models[name] = evaluate(name, desc, margin, losses, p)
+    if config.candidates:
+        stressed: dict[float, FloatArray] = {}
+        for key, cand in _candidates(config):
+            if isinstance(cand, MarginModel):
+                margin_model(key, cand, config.implied if cand.vol_index_weight else None)
+                continue
+            if cand.confidence not in stressed:
+                stressed[cand.confidence] = stressed_es_series(candles, cand.confidence, h)
+            series = target_series(
+                candles,
+                cand,
+                DEFAULT_POLICY,
+                h,
+                progress=progress,
+                stressed=stressed[cand.confidence],
+            )
+            replayed(
+                key,
+                describe(cand),
+                np.fmax(series.rate[w.replay_from : w.stop], 0.0),
+                g,
+                tiers,
+                market.hysteresis,
+            )
+    first = ("recommended", "static_equal_margin", "static_ex_ante", "static_ex_ante_equal_margin")
+    models = {k: models[k] for k in first} | {k: v for k, v in models.items() if k not in first}
+    return BacktestResult(
+        asset=candles.symbol,
+        market=market.name,
+        hours=w.stop - w.start,
+        confidence=config.confidence,
+        horizon=h,
+        models=models,
+        recommended=model,
+        times=candles.timestamps[w.start : w.stop] + HOUR,
+        close=candles.close[w.start : w.stop],
+        losses=losses,
+        margins=margins,
+        intrahour_margins=intrahour,
+        window=w,
+        proposal=rec_proposal,
+    )
+
+
 def _one_line(m: ModelResult) -> str:
     return (
         f"breaches {m.breach_rate_long:.3%}/{m.breach_rate_short:.3%}, "
-        f"Kupiec p {m.kupiec_long.p_value:.3f}/{m.kupiec_short.p_value:.3f}, "
         f"independence p {m.independence_long.p_value:.3f}/{m.independence_short.p_value:.3f}, "
-        f"avg margin {m.avg_margin_rate:.3%}, shortfall {m.total_shortfall:.4f}"
+        f"DQ p {m.dq_long.p_value:.3f}/{m.dq_short.p_value:.3f}, "
+        f"avg margin {m.avg_margin_rate:.3%}, peak/trough {m.peak_to_trough:.1f}, "
+        f"shortfall {m.total_shortfall:.4f}"
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Presentation (text table and PNG)
-
-
-def format_table(result: BacktestResult) -> str:
-    """The run as a fixed-width table (long/short pairs as ``L/S``)."""
-    head = (
-        f"{'model':<20} {'breach % L/S':>13} {'Kupiec p L/S':>13} {'Chr.ind p L/S':>13} "
-        f"{'Chr.cc p L/S':>13} {'avg %':>6} {'peak %':>6} {'shortfall':>9} {'max 1d +%':>9}"
-    )
-    lines = [
-        f"{result.asset}: {result.hours} hours, confidence {result.confidence:.2%} "
-        f"(target breach rate {1 - result.confidence:.2%}), horizon {result.horizon} h; "
-        f"recommended = {result.recommended}",
-        head,
-        "-" * len(head),
-    ]
-    for name, m in result.models.items():
-        lines.append(
-            f"{name:<20} "
-            f"{100 * m.breach_rate_long:>6.3f}/{100 * m.breach_rate_short:<6.3f} "
-            f"{m.kupiec_long.p_value:>6.3f}/{m.kupiec_short.p_value:<6.3f} "
-            f"{m.independence_long.p_value:>6.3f}/{m.independence_short.p_value:<6.3f} "
-            f"{m.cc_long.p_value:>6.3f}/{m.cc_short.p_value:<6.3f} "
-            f"{100 * m.avg_margin_rate:>6.3f} {100 * m.peak_margin_rate:>6.2f} "
-            f"{m.total_shortfall:>9.4f} {100 * m.max_daily_margin_increase:>9.3f}"
-        )
-    rec, static = result.models["recommended"], result.models["static_equal_margin"]
-    if static.total_shortfall > 0:
-        cut = 1 - rec.total_shortfall / static.total_shortfall
-        lines.append(
-            f"shortfall at equal average margin ({100 * rec.avg_margin_rate:.3f}%): "
-            f"{cut:.1%} below the static baseline"
-        )
-    lines.append("models: " + "; ".join(f"{k}: {m.description}" for k, m in result.models.items()))
-    return "\n".join(lines)
-
-
-def plot_backtest(result: BacktestResult, path: str | Path) -> Path:
-    """Write a PNG: price with breach markers, and the margin rates in force."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.dates as mdates
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    when = result.times.astype("datetime64[s]").astype(object)
-    rec = result.margins["recommended"]
-    b_long = result.loss_long > rec
-    b_short = result.loss_short > rec
-    fig, (ax_p, ax_m) = plt.subplots(2, 1, sharex=True, figsize=(13, 8), height_ratios=[3, 2])
-    ax_p.plot(when, result.close, lw=0.6, color="black", label=f"{result.asset} close")
-    ax_p.scatter(
-        np.asarray(when)[b_long],
-        result.close[b_long],
-        s=10,
-        marker="v",
-        color="tab:red",
-        label=f"long breach ({b_long.sum()})",
-        zorder=3,
-    )
-    ax_p.scatter(
-        np.asarray(when)[b_short],
-        result.close[b_short],
-        s=10,
-        marker="^",
-        color="tab:green",
-        label=f"short breach ({b_short.sum()})",
-        zorder=3,
-    )
-    ax_p.set_yscale("log")
-    ax_p.set_ylabel("price (log scale)")
-    ax_p.legend(loc="upper left", fontsize=8)
-    ax_p.set_title(
-        f"{result.asset}: recommended margin ({result.recommended}), "
-        f"{result.confidence:.0%} / {result.horizon} h"
-    )
-    ax_m.plot(when, 100 * rec, lw=0.6, color="tab:blue", label="recommended (in force)")
-    for name, style in (("static_equal_margin", "--"), ("flat_3pct", ":"), ("flat_0_5pct", ":")):
-        if name in result.margins:
-            ax_m.plot(when, 100 * result.margins[name], style, lw=0.9, label=name)
-    worst = np.maximum(result.loss_long, result.loss_short)
-    ax_m.plot(when, 100 * worst, lw=0.3, color="grey", alpha=0.5, label="|loss| next horizon")
-    ax_m.set_ylabel("maintenance rate, % of notional")
-    ax_m.legend(loc="upper left", fontsize=8)
-    ax_m.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m"))
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 __all__ = [
     "SPEC_KEYS",
     "BacktestConfig",
     "BacktestResult",
-    "CoverageTest",
+    "Losses",
     "ModelResult",
-    "Replay",
-    "candidate_models",
-    "christoffersen",
+    "describe",
     "evaluate",
-    "format_table",
     "horizon_losses",
-    "kupiec_pof",
-    "max_rise",
-    "plot_backtest",
-    "replay_guardrails",
+    "realised_losses",
     "run_backtest",
-    "shortfall",
-    "transition_counts",
+    "shipped_model_only",
 ]

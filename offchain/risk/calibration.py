@@ -1,56 +1,25 @@
-"""From risk measures to the registry's parameters: multiplier, floor, hysteresis, clamp, hash.
+"""From risk measures to the registry's parameters: multiplier, push rule, clamp, hash; and the
+**previous** model, kept as the backtest's ``previous`` reference.
 
-Pipeline, per market and per hour (the keeper and the backtest run the same functions):
+Shared by the shipped model (:mod:`offchain.risk.margin_model`) and the keeper:
 
-1. **Risk rate.** :func:`offchain.risk.risk_measures.risk_series` gives VaR and ES for longs and
-   shorts over the horizon as fractions of notional; the model's ``measure`` picks which one the
-   maintenance rate must cover (the larger side).
-2. **Anti-procyclicality: a stressed floor.** The rate never falls below ``floor_fraction`` of
-   the *stressed ES*: the historical ES at the model's confidence of ``h``-hour returns over a
-   long window (``floor_window`` hours, default five years, so every crash in the window is in
-   it), both sides pooled. This is the floor option of EMIR RTS 153/2013 art. 28(1)(c) (a
-   margin not below one computed over a ten-year look-back), scaled by a fraction: in calm
-   markets the dynamic rate falls to a fraction of a percent and the next shock then has to
-   multiply it; the floor keeps a part of the stressed level at all times. A buffer released in
-   stress (art. 28(1)(a)) was not chosen: it over-margins every calm hour by the full buffer and
-   releases it exactly when the data say risk is highest. The fraction trades calm-period cover
-   against the breach-rate target: 0.25 (EMIR's figure for the other two options) lowers the
-   hourly breach rate to about 0.88% on BTC and ETH, which Kupiec's test rejects as
-   over-coverage over 32,000 hours; the default 0.125 (a floor of about 0.6% on BTC and 0.7% on
-   ETH) binds in 3% and 0.6% of the hours and keeps the rate on target.
-3. **Multiplier.** ``m = ceil(rate * WAD**2 / tier0_rate)`` in wei, so that the first tier's
-   maintenance rate ``tier0_rate * m / WAD`` covers the rate (:func:`multiplier_for_rate`).
-4. **Clamp** with :func:`offchain.protocol.margin_math.clamp_multiplier`: the closest value the
-   registry accepts now (bounds, step limits, decrease interval). Nothing is clamped on-chain.
-5. **Hysteresis.** A change smaller than ``hysteresis`` (relative to the current target) is not
-   pushed, unless the market would go stale before the next run (``heartbeat``) or has no
-   update yet (:func:`push_decision`).
-6. **Update.** A :class:`offchain.protocol.signing.RiskUpdate` stamped with the close time of the
-   last candle and a ``model_hash``: keccak-256 of the canonical JSON (sorted keys, no spaces) of
-   the model version, its parameters and the data window (first and last timestamp, number of
-   prices). It is checked with :func:`offchain.protocol.margin_math.apply_update` before it is
-   returned.
+* :func:`multiplier_for_rate`: ``m = ceil(rate * WAD**2 / tier0_rate)`` in wei, so that the
+  first tier's maintenance rate ``tier0_rate * m / WAD`` covers the rate; and its inverse
+  :func:`rate_of_multiplier`;
+* :func:`push_decision`: the keeper's push rule (first update, stale market, refresh once
+  ``refresh_fraction`` of the heartbeat has passed, or a change of at least ``hysteresis``),
+  which the backtest replays; the clamp itself is
+  :func:`offchain.protocol.margin_math.clamp_multiplier` (nothing is clamped on-chain).
 
-Defaults (``DEFAULT_TIERS``, ``DEFAULT_GUARDRAILS``), chosen for a BTC- or ETH-like perpetual:
-
-* one tier at 0.5%: the multiplier is the maintenance rate in units of 0.5%;
-* ``min_multiplier`` 1x (0.5%) and ``max_multiplier`` 18x (9%): the registry packs the
-  multiplier in 64 bits (at most about 18.4x); 9% covers every 1-hour loss in the data but the
-  two largest crash hours;
-* ``max_increase`` 200% per update: a shock can triple the margin in one hour. The worst hours
-  of 2017-2021 need the rate to go from a calm 1% to 4-9% at once; with a doubling limit the
-  hour after a shock is still under-margined and breaches come in pairs (the backtest rejects
-  independence for ETH longs with 100%). The risk of a large step (a compromised keeper) is
-  bounded by ``max_multiplier`` and the k-of-n signer threshold;
-* ``max_decrease`` 10% with ``min_decrease_interval`` 1 hour: after a spike the margin falls by
-  at most 10% an hour (18x back to 1x takes a day and a half), so a brief calm inside a crash
-  does not release margin;
-* ``heartbeat`` 2 hours with ``stale_multiplier`` 4x (2%, about the average dynamic margin): a
-  stopped keeper leaves the market at a typical, not a calm-period, margin;
-* ``increase_ramp`` 0: an increase applies at once. A ramp delays cover exactly when a shock
-  hits (the backtest counts breaches against the ramped multiplier); positions are protected
-  from a sudden jump by the initial margin, which the registry computes at the target already;
-* ``max_funding_rate`` 1e-6 per second (WAD 1e12).
+The previous model (``RECOMMENDED_MODEL`` with ``DEFAULT_POLICY``, replayed under
+``PREVIOUS_GUARDRAILS`` and ``PREVIOUS_TIERS``), as this project shipped it before the written
+selection rule (:mod:`offchain.risk.selection`): filtered historical simulation on a 0.97/0.7
+dual EWMA covering the 99% one-hour VaR, floored at 12.5% of the five-year stressed ES
+(:func:`stressed_es_series`, :func:`target_series`), guardrails 1x-18x of a 0.5% tier,
++200% / -10% per update, one decrease an hour, heartbeat 2 hours, stale 4x, no ramp. Its
+parameters were picked by looking at the same 2017-2021 results they were reported on; the
+backtest keeps it only as the reference its successor must not leave more shortfall than.
+:func:`calibrate` and :func:`latest_targets_many` are its one-market and many-market forms.
 """
 
 from __future__ import annotations
@@ -112,6 +81,11 @@ DEFAULT_GUARDRAILS = Guardrails(
     increase_ramp=0,
     max_funding_rate=10**12,
 )
+
+# The configuration this project shipped before the current margin model (``deploy/risk.yaml``):
+# kept as the ``previous`` reference of the backtest.
+PREVIOUS_GUARDRAILS = DEFAULT_GUARDRAILS
+PREVIOUS_TIERS = DEFAULT_TIERS
 
 RECOMMENDED_MODEL = RiskModel(
     name="fhs_dual_ewma",
@@ -210,26 +184,33 @@ def floored_rate(rate: FloatArray, stressed_es: FloatArray, fraction: float) -> 
     return np.fmax(np.asarray(rate, dtype=np.float64), fraction * np.asarray(stressed_es))
 
 
+REFRESH_FRACTION = 0.5
+"""The keeper re-pushes once this fraction of the heartbeat has passed (``refresh_fraction``)."""
+
+
 def push_decision(
     state: MarketState,
     g: Guardrails,
     clamped: int,
     now: int,
     hysteresis: float,
-    step_seconds: int = HOUR,
+    refresh_fraction: float = REFRESH_FRACTION,
 ) -> tuple[bool, str]:
-    """Whether to push ``clamped`` now, and why (hysteresis with a heartbeat refresh).
+    """Whether to push ``clamped`` now, and why: the keeper's rule
+    (:func:`offchain.bots.keeper.decide`), which the backtest replays.
 
-    Pushed when the market has no update yet, is stale, would be stale by the next run
-    (``now + step_seconds - updated_at > heartbeat``), or the multiplier moves by at least
-    ``hysteresis`` of the current target.
+    Pushed when the market has no update yet, is stale, the last update is at least
+    ``refresh_fraction`` of the heartbeat old, or the multiplier moves by at least
+    ``hysteresis`` of the current target. With hourly bars and a two-hour heartbeat every bar
+    is pushed (the refresh comes due each hour); the band matters for faster bars.
     """
     if state.updated_at == 0:
         return True, "first update"
     if is_stale(state, g, now):
         return True, "market is stale"
-    if now + step_seconds - state.updated_at > g.heartbeat:
-        return True, "refresh before the heartbeat"
+    age = now - state.updated_at
+    if age >= g.heartbeat * refresh_fraction:
+        return True, f"refresh: last update {age} s ago"
     change = abs(clamped - state.target)
     if change == 0:
         return False, "unchanged"
@@ -487,9 +468,7 @@ def calibrate(
         int(candles.timestamps[-1]),
         len(candles),
     )
-    push, reason = push_decision(
-        state, guardrails, clamped, now, policy.hysteresis, policy.step_seconds
-    )
+    push, reason = push_decision(state, guardrails, clamped, now, policy.hysteresis)
     if push and observed_at <= state.observed_at:
         push, reason = False, "no candle newer than the last update"
     update = None
@@ -527,7 +506,10 @@ __all__ = [
     "DEFAULT_POLICY",
     "DEFAULT_TIERS",
     "MODEL_VERSION",
+    "PREVIOUS_GUARDRAILS",
+    "PREVIOUS_TIERS",
     "RECOMMENDED_MODEL",
+    "REFRESH_FRACTION",
     "Calibration",
     "MarketsTarget",
     "Policy",

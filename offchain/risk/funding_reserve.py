@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from offchain.risk.backtest import BacktestConfig, BacktestResult, run_backtest
+from offchain.risk.backtest import BacktestResult, run_backtest, shipped_model_only
 from offchain.risk.funding import HOUR_S
 from offchain.risk.funding_history import ReferenceReplay
 from offchain.risk.prices import Candles
@@ -57,8 +57,7 @@ RELATIVE_TOLERANCE = 1e-9  # the float integral of a constant rate against rate 
 def model_margins(candles: Candles, horizon: int = 1, progress: bool = False) -> BacktestResult:
     """The recommended model's walk-forward backtest alone (no candidates, no flat baselines):
     its maintenance rate in force and the horizon losses per evaluated hour."""
-    config = BacktestConfig(horizon=horizon, candidates=(), flat_rates=())
-    return run_backtest(candles, config, progress=progress)
+    return run_backtest(candles, shipped_model_only(candles, horizon), progress=progress)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -48,7 +48,8 @@ import numpy as np
 import numpy.typing as npt
 
 from offchain.protocol.portfolio_math import ShockGuardrails, clamp_shocks
-from offchain.risk.backtest import BacktestConfig, christoffersen, kupiec_pof, run_backtest
+from offchain.risk.backtest import run_backtest, shipped_model_only
+from offchain.risk.coverage_tests import christoffersen, kupiec_pof
 from offchain.risk.joint_returns import JointHistory, joint_history
 from offchain.risk.portfolio_config import (
     CALIBRATION_END,
@@ -170,7 +171,7 @@ def single_market_rates(
     """
     out = np.full((len(history), len(candles)), np.nan)
     for i, c in enumerate(candles):
-        result = run_backtest(c, BacktestConfig(horizon=horizon, candidates=()), progress=progress)
+        result = run_backtest(c, shipped_model_only(c, horizon), progress=progress)
         opens = result.times - HOUR  # rates are stamped at their candle's close
         pos = np.searchsorted(opens, history.timestamps)
         pos = np.clip(pos, 0, len(opens) - 1)

@@ -37,8 +37,15 @@ Normalisation, in this order:
 6. **Gaps**: missing hours between consecutive candles are listed in the report (the series is
    not filled: a return across a gap spans the gap).
 
-A file with no usable row raises ``ValueError`` naming the file and why. Live prices (the keeper's
-feed readings) are checked with :func:`validate_prices`.
+A file with no usable row raises ``ValueError`` naming the file and why, as does a file that is not
+a price CSV at all: larger than :data:`MAX_FILE_BYTES` (refused before anything is read: an hourly
+series of a century is under 10 MB), binary (a NUL byte or invalid UTF-8 in its first
+:data:`SNIFF_BYTES`), or with a line longer than :data:`MAX_LINE_CHARS` (counted as a
+``malformed_row``, never handed to the csv module's field limit). The file is read line by line.
+Also read: the freqtrade layout ``date,open_time_ms,open,high,low,close,volume`` (the time is
+``open_time_ms``, the date is cross-checked), whose symbol comes from a file name such as
+``binance_btcusdt_1h_2018_2023.csv`` (``BTC/USDT``). Live prices (the keeper's feed readings) are
+checked with :func:`validate_prices`.
 """
 
 from __future__ import annotations
@@ -70,8 +77,12 @@ US_THRESHOLD = 1e14  # ... and above this in microseconds
 HEADER_SEARCH_LINES = 5  # a header is looked for in the first lines (after banners)
 DEFAULT_OUTLIER_FACTOR = 1.5
 DUPLICATE_CONFLICT = 1e-3  # duplicate candles whose closes differ by more are noted
+MAX_FILE_BYTES = 256 * 2**20  # a larger file is refused before it is read
+MAX_LINE_CHARS = 4096  # a longer line is a malformed row
+SNIFF_BYTES = 64 * 2**10  # bytes checked for binary content
+QUOTES = ("usdt", "usdc", "busd", "usd", "eur", "btc")
 
-TIME_COLUMNS = ("unix", "timestamp", "time", "t", "date", "datetime")
+TIME_COLUMNS = ("unix", "timestamp", "open_time_ms", "time", "t", "date", "datetime")
 CLOSE_COLUMNS = ("close", "price")
 DATE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %I-%p", "%Y-%m-%d %H:%M", "%Y-%m-%d")
 
@@ -329,15 +340,39 @@ class _Row:
 
 
 def _read_lines(path: Path) -> list[str]:
+    """The file's lines, streamed; refuses (``ValueError``, one line) a file too large to be a
+    price series or one that is binary, before reading it into memory."""
     try:
-        text = path.read_text(encoding="utf-8-sig", errors="replace")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ValueError(
+                f"{path}: {size / 2**20:,.0f} MiB is larger than the {MAX_FILE_BYTES // 2**20} MiB "
+                "a price file may be; not read"
+            )
+        with path.open("rb") as handle:
+            head = handle.read(SNIFF_BYTES)
+        if b"\x00" in head:
+            raise ValueError(f"{path}: binary content (a NUL byte), not a CSV file")
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            if exc.start < len(head) - 4:  # not merely a character cut at the sniff boundary
+                raise ValueError(
+                    f"{path}: not UTF-8 text (byte {exc.start}), not a CSV file"
+                ) from None
+        lines = []
+        with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
+            for line in handle:
+                lines.append(line.rstrip("\r\n"))
     except OSError as exc:
         raise ValueError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    return text.splitlines()
+    return lines
 
 
 def _find_header(lines: list[str], path: Path) -> tuple[int, list[str]]:
     for i, line in enumerate(lines[:HEADER_SEARCH_LINES]):
+        if len(line) > MAX_LINE_CHARS:
+            continue
         cells = [c.strip().lower() for c in next(csv.reader([line]), [])]
         if any(c in CLOSE_COLUMNS for c in cells) and any(c in TIME_COLUMNS for c in cells):
             return i, cells
@@ -386,7 +421,11 @@ def _parse_rows(
 ) -> list[_Row]:
     t_col, date_col, ohlc_cols, volume_col = _columns(cells)
     rows: list[_Row] = []
-    for fields in csv.reader(lines):
+    short = [line if len(line) <= MAX_LINE_CHARS else "" for line in lines]
+    too_long = sum(1 for line in short if not line)
+    if too_long:
+        dropped[MALFORMED_ROW] += too_long
+    for fields in csv.reader(line for line in short if line):
         if len(fields) != len(cells):
             dropped[MALFORMED_ROW] += 1
             continue
@@ -474,7 +513,7 @@ def load_candles(
         reasons = ", ".join(f"{n} {k}" for k, n in sorted(dropped.items())) or "no data rows"
         raise ValueError(f"{path}: no usable price rows ({reasons})")
     if symbol is None:
-        symbol = _symbol(body, cells) or path.stem
+        symbol = _symbol(body, cells) or symbol_from_name(path.stem)
     rows = _dedupe(rows, dropped, notes)
     t = np.array([r.time for r in rows], dtype=np.int64)
     ohlc = np.array([r.ohlc for r in rows], dtype=np.float64)
@@ -503,11 +542,24 @@ def load_candles(
 
 
 def _symbol(body: list[str], cells: list[str]) -> str | None:
-    if "symbol" not in cells or not body:
+    if "symbol" not in cells or not body or len(body[0]) > MAX_LINE_CHARS:
         return None
     fields = next(csv.reader([body[0]]), [])
     i = cells.index("symbol")
     return fields[i].strip() if i < len(fields) and fields[i].strip() else None
+
+
+def symbol_from_name(stem: str) -> str:
+    """``binance_btcusdt_1h_2018_2023`` -> ``BTC/USDT``; the stem itself when no pair is found.
+
+    >>> symbol_from_name("binance_solusdt_1h_2020_2023")
+    'SOL/USDT'
+    """
+    for part in stem.lower().replace("-", "_").split("_"):
+        for quote in QUOTES:
+            if part.endswith(quote) and len(part) > len(quote) and part.isalnum():
+                return f"{part[: -len(quote)].upper()}/{quote.upper()}"
+    return stem
 
 
 def _log_report(report: LoadReport) -> None:
@@ -537,5 +589,6 @@ __all__ = [
     "parse_time",
     "price_problem",
     "repair_candles",
+    "symbol_from_name",
     "validate_prices",
 ]

@@ -469,24 +469,42 @@ def latest_risk_many(closes: FloatArray, model: RiskModel, horizon: int = 1) -> 
         unit = {s: one for s in SIDES}
     else:
         if model.tail == "fhs":
-            x, scale = r / np.sqrt(sigma2[:-1]), sigma
+            with np.errstate(divide="ignore", invalid="ignore"):
+                x, scale = r / np.sqrt(sigma2[:-1]), sigma
         else:
             x, scale = r, np.ones_like(sigma)
         if model.fhs_window is not None:
             x = x[-model.fhs_window :]
-        if model.symmetric:
-            t = empirical_var_es(pooled(x, None), conf, axis=0)
-            unit = {s: VarEs(t.var * scale, t.es * scale) for s in SIDES}
-        else:
-            unit = {}
-            for s in SIDES:
-                t = empirical_var_es(side_losses(x, s), conf, axis=0)
-                unit[s] = VarEs(t.var * scale, t.es * scale)
+        unit = {}
+        for s in SIDES if not model.symmetric else (None,):
+            t = _finite_tail(pooled(x, None) if s is None else side_losses(x, s), conf)
+            for side in SIDES if s is None else (s,):
+                unit[side] = VarEs(t.var * scale, t.es * scale)
     out = {}
     for s in SIDES:
         out[f"var_{s}"] = to_notional_loss(scale_to_horizon(unit[s].var, horizon), s)
         out[f"es_{s}"] = to_notional_loss(scale_to_horizon(unit[s].es, horizon), s)
     return MarketsRisk(sigma=sigma, measure=model.measure, **out)
+
+
+def _finite_tail(losses: FloatArray, confidence: float) -> VarEs:
+    """Empirical VaR/ES per column of a ``(T, M)`` array, over each column's finite values.
+
+    A residual of a flat stretch (zero volatility: ``0 / 0``, or a first move after it:
+    ``r / 0``) is not a draw of the residual distribution and is left out; a column with no
+    finite value gets NaN (the caller reports too little history).
+    """
+    ok = np.isfinite(losses)
+    if ok.all():
+        return empirical_var_es(losses, confidence, axis=0)
+    var = np.full(losses.shape[1], np.nan)
+    es = np.full(losses.shape[1], np.nan)
+    for j in range(losses.shape[1]):
+        col = losses[ok[:, j], j]
+        if col.size:
+            t = empirical_var_es(col, confidence)
+            var[j], es[j] = float(t.var), float(t.es)
+    return VarEs(var, es)
 
 
 __all__ = [

@@ -19,10 +19,10 @@ from offchain.bots.keeper_models import EwmaRiskModel, Proposal
 from offchain.bots.liquidator import worst_first
 from offchain.bots.metrics import Watchdog
 from offchain.devnet.replay import CrashScenario, crash_scenario
-from offchain.devnet.system import DEVNET_GUARDRAILS
 from offchain.protocol.chain import Health, Subaccount
 from offchain.protocol.margin_math import MarketState
 from offchain.protocol.tx_sender import SenderConfig, backoff_delays, bump_fee
+from tests.conftest import DEFAULT_GUARDRAILS as GUARDRAILS
 
 NOW = 1_800_000_000
 CONFIG = KeeperConfig((KeeperMarket(1, "0x" + "11" * 20, "BTC"),))
@@ -58,7 +58,7 @@ def _state(target: int, observed_at: int = NOW - 100, updated_at: int = NOW - 10
 
 
 def test_decide__increase_clamped_to_max_increase():
-    d = decide(1, Proposal(5 * WAD, 0, HASH), _state(2 * WAD), DEVNET_GUARDRAILS, NOW, NOW, CONFIG)
+    d = decide(1, Proposal(5 * WAD, 0, HASH), _state(2 * WAD), GUARDRAILS, NOW, NOW, CONFIG)
     assert d.action == "update" and d.update is not None
     assert d.update.multiplier == 3 * WAD  # +50%
     assert "clamped from 5.0000" in d.reason
@@ -69,7 +69,7 @@ def test_decide__small_change_skipped_inside_hysteresis():
         1,
         Proposal(2 * WAD + WAD // 50, 0, HASH),
         _state(2 * WAD),
-        DEVNET_GUARDRAILS,
+        GUARDRAILS,
         NOW,
         NOW,
         CONFIG,
@@ -78,15 +78,15 @@ def test_decide__small_change_skipped_inside_hysteresis():
 
 
 def test_decide__small_change_pushed_when_refresh_due():
-    old = NOW - DEVNET_GUARDRAILS.heartbeat // 2
+    old = NOW - GUARDRAILS.heartbeat // 2
     state = _state(2 * WAD, observed_at=old, updated_at=old)
-    d = decide(1, Proposal(2 * WAD, 0, HASH), state, DEVNET_GUARDRAILS, NOW, NOW, CONFIG)
+    d = decide(1, Proposal(2 * WAD, 0, HASH), state, GUARDRAILS, NOW, NOW, CONFIG)
     assert d.action == "update" and d.update is not None and d.update.multiplier == 2 * WAD
 
 
 def test_decide__no_new_observation_skipped():
     state = _state(2 * WAD, observed_at=NOW - 5)
-    d = decide(1, Proposal(3 * WAD, 0, HASH), state, DEVNET_GUARDRAILS, NOW, NOW - 5, CONFIG)
+    d = decide(1, Proposal(3 * WAD, 0, HASH), state, GUARDRAILS, NOW, NOW - 5, CONFIG)
     assert d.action == "skip" and "nothing observed since the last update" in d.reason
 
 
@@ -98,7 +98,7 @@ def test_decide__decrease_inside_min_interval_held():
         observed_at=NOW - 100,
         last_decrease_at=NOW - 100,
     )
-    d = decide(1, Proposal(WAD, 0, HASH), state, DEVNET_GUARDRAILS, NOW, NOW, CONFIG)
+    d = decide(1, Proposal(WAD, 0, HASH), state, GUARDRAILS, NOW, NOW, CONFIG)
     assert d.action == "skip"  # clamped back to the target: nothing to push
     assert d.proposed == 2 * WAD
 

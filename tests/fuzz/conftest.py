@@ -18,8 +18,8 @@ import pytest
 from eth_account import Account
 from hypothesis import HealthCheck, settings
 
-from offchain.devnet.system import DEVNET_GUARDRAILS, DEVNET_TIERS
 from offchain.protocol.signing import RiskUpdate, sign_batch
+from tests.conftest import DEFAULT_GUARDRAILS, DEFAULT_TIERS
 
 WAD = 10**18
 MARKET_BTC = 1
@@ -42,8 +42,8 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-TIERS = list(DEVNET_TIERS)
-GUARDRAILS = DEVNET_GUARDRAILS
+TIERS = list(DEFAULT_TIERS)  # the contract suites' own schedule, not the devnet's
+GUARDRAILS = DEFAULT_GUARDRAILS
 KEEPER = Account.from_key(bytes([1]) * 32)
 PRICES = {MARKET_BTC: 60_000, MARKET_ETH: 3_000}  # USD, feeds have 8 decimals
 FEED_DECIMALS = 8

@@ -9,7 +9,7 @@ from eth_account import Account
 from offchain import WAD
 from offchain.bots.liquidator import scan
 from offchain.devnet.replay import replay
-from offchain.devnet.system import USDC
+from offchain.devnet.system import DEVNET_GUARDRAILS, USDC
 from offchain.protocol.chain import latest_block
 from offchain.protocol.tx_sender import TxSender
 from tests.integration.conftest import FAST_SENDER, MARKET_BTC, MARKET_ETH, warm_up
@@ -52,7 +52,7 @@ def test_crash__keeper_raises_margin_and_bot_liquidates_every_unhealthy_account(
     keeper = make_keeper()
     warm_up(keeper, latest_block(w3).timestamp, {MARKET_BTC: BTC, MARKET_ETH: 3_000.0})
     keeper.tick(latest_block(w3))
-    assert registry_client.multiplier(MARKET_BTC) == WAD
+    assert registry_client.multiplier(MARKET_BTC) == DEVNET_GUARDRAILS.min_multiplier  # quiet
 
     # Fund: a maker, five trader subaccounts, the bot's subaccount, the insurance fund.
     system.fund(maker, 2_000_000 * USDC)
@@ -91,7 +91,8 @@ def test_crash__keeper_raises_margin_and_bot_liquidates_every_unhealthy_account(
     # The multiplier rose with the shock, within 2 blocks of each price step that moved it.
     after = registry_client.market_state(MARKET_BTC).target
     assert after > before
-    assert 0 in lags  # the first fall already moved it
+    # the falls moved it from the second step on (the first stays under the 2x floor)
+    assert min(lags) <= 2
     assert max(lags.values()) <= 2
     # Every subaccount that became liquidatable was liquidated or backstopped; none is left.
     assert len(ever_liquidatable) >= 2

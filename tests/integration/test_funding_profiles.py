@@ -63,7 +63,8 @@ def test_premium__fills_above_the_oracle_for_8_hours_make_longs_pay(
     assert quote.rate == 5 * 10**14 // 28_800  # (0.1% - 0.05%) per 8 hours, per second
     assert 0 < quote.rate <= DEVNET_GUARDRAILS.max_funding_rate
 
-    update = RiskUpdate(MARKET_BTC, WAD, quote.rate, block.timestamp, block.timestamp + 600,
+    floor = DEVNET_GUARDRAILS.min_multiplier
+    update = RiskUpdate(MARKET_BTC, floor, quote.rate, block.timestamp, block.timestamp + 600,
                         b"\x01" * 32)  # fmt: skip
     sign_and_submit(system, w3, keeper_key, update)
     assert system.registry.funding_rate(MARKET_BTC) == quote.rate
@@ -92,7 +93,8 @@ def test_premium__fills_at_the_oracle_give_the_interest_term(
 
     assert quote.source == "premium" and quote.premium == 0
     assert quote.rate == INTEREST_PER_S
-    update = RiskUpdate(MARKET_ETH, WAD, quote.rate, block.timestamp, block.timestamp + 600,
+    floor = DEVNET_GUARDRAILS.min_multiplier
+    update = RiskUpdate(MARKET_ETH, floor, quote.rate, block.timestamp, block.timestamp + 600,
                         b"\x02" * 32)  # fmt: skip
     sign_and_submit(system, w3, keeper_key, update)
     assert system.registry.funding_rate(MARKET_ETH) == INTEREST_PER_S
@@ -113,11 +115,11 @@ def test_profiles__trades_and_a_liquidation_read_into_classes(
     trader, liquidator = traders[2], accounts[7]
     start = latest_block(w3).number + 1
     system.fund(maker, 2_000_000 * USDC)
-    system.fund(trader, 10_000 * USDC)
+    system.fund(trader, 15_000 * USDC)  # initial margin at the stale multiplier: 14,400
     system.fund(liquidator, 1_000_000 * USDC, subaccount=1)
-    system.trade(MARKET_BTC, maker, trader, 4 * WAD, float(BTC))  # 240k USD long on 10k
+    system.trade(MARKET_BTC, maker, trader, 4 * WAD, float(BTC))  # 240k USD long on 15k
     advance(60)
-    system.set_price(MARKET_BTC, BTC * 0.97)
+    system.set_price(MARKET_BTC, BTC * 0.95)
     assert system.engine.is_liquidatable(trader, 0)
     system.engine.liquidate(trader, 0, MARKET_BTC, 4 * WAD, 1, sender=liquidator)
 

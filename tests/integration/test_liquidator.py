@@ -6,7 +6,7 @@ import pytest
 
 from offchain import WAD
 from offchain.bots.liquidator import Liquidator, LiquidatorConfig, LiquidatorResult, scan
-from offchain.devnet.system import USDC
+from offchain.devnet.system import DEVNET_GUARDRAILS, USDC
 from offchain.protocol.chain import latest_block
 from tests.integration.conftest import MARKET_BTC
 
@@ -161,7 +161,8 @@ def test_status_command__shows_markets_and_liquidatable_count(
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     btc = next(line for line in lines if line.startswith("1 (BTC)"))
-    assert btc.split()[2:5] == ["4.0000", "0.0000", "yes"]  # stale multiplier, no update yet
+    stale = f"{DEVNET_GUARDRAILS.stale_multiplier / 10**18:.4f}"
+    assert btc.split()[2:5] == [stale, "0.0000", "yes"]  # stale multiplier, no update yet
     assert "subaccounts with positions: 4; liquidatable: 2" in result.output
 
 

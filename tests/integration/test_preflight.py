@@ -7,11 +7,13 @@ import json
 import socket
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from eth_account import Account
 
+from offchain import WAD
 from offchain.cli import main
-from offchain.devnet.system import USDC
+from offchain.devnet.system import DEVNET_GUARDRAILS, USDC
 from offchain.protocol.chain import latest_block
 from tests.integration.conftest import HOUR, MARKET_BTC
 
@@ -141,7 +143,12 @@ def test_status__json_to_stdout(system, rpc_url, tmp_path):
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     btc, sol = doc["markets"]
-    assert btc["multiplier"] == 4.0 and btc["stale"] is True and btc["price"] == 60_000.0
+    stale = DEVNET_GUARDRAILS.stale_multiplier / WAD
+    assert (
+        btc["multiplier"] == pytest.approx(stale)
+        and btc["stale"] is True
+        and btc["price"] == 60_000.0
+    )
     assert sol == {"id": 7, "name": "SOL", "configured": False}
     assert doc["engine"]["liquidatable"] == 0 and doc["engine"]["bad_debt_usd"] == 0.0
 

@@ -63,12 +63,12 @@ def _mutated(raw: dict, path: list, value) -> dict:
     [
         # the project's own safety rules
         (["signer_threshold"], 1, "single leaked key"),
-        (["markets", 0, "engine", "liquidation_fee"], "0.005", "bad debt"),
+        (["markets", 0, "engine", "liquidation_fee"], "0.01", "bad debt"),
         (["markets", 0, "engine", "price_band"], "0.2", "markets[0].engine.price_band"),
         (["markets", 0, "engine", "max_price_age"], 0, "markets[0].engine.max_price_age"),
         (["markets", 0, "engine", "oi_cap_usd"], 0, "zero caps every trade"),
-        (["markets", 0, "guardrails", "stale_multiplier"], 1, "conservative multiplier"),
-        (["markets", 0, "guardrails", "heartbeat"], 30, "guardrails.heartbeat: below 60 s"),
+        (["markets", 0, "guardrails", "stale_multiplier"], 2, "conservative multiplier"),
+        (["markets", 0, "guardrails", "heartbeat"], 600, "increase ramp longer than heartbeat"),
         # bounds the contracts enforce
         (["signer_threshold"], 4, "above the 3 keepers"),
         (["signer_threshold"], 9, "signer_threshold: Input should be less than or equal to 8"),
@@ -108,6 +108,12 @@ def test_parse_deploy_spec__refuses_by_key_path(raw, path, value, message):
         parse_deploy_spec(_mutated(raw, path, value))
     assert message in str(excinfo.value)
     assert "\n" not in str(excinfo.value)
+
+
+def test_parse_deploy_spec__heartbeat_below_a_minute_refused(raw):
+    data = _mutated(raw, ["markets", 0, "guardrails", "increase_ramp"], 0)
+    with pytest.raises(DeployConfigError, match=r"guardrails\.heartbeat: below 60 s"):
+        parse_deploy_spec(_mutated(data, ["markets", 0, "guardrails", "heartbeat"], 30))
 
 
 @pytest.mark.parametrize(

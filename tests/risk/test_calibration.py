@@ -125,7 +125,7 @@ def test_floored_rate__max_with_the_floor_ignoring_nan():
 # Hysteresis
 
 
-def state_at(target: int, updated_at: int = NOW - 3600, last_decrease_at: int = 0) -> MarketState:
+def state_at(target: int, updated_at: int = NOW - 1800, last_decrease_at: int = 0) -> MarketState:
     return MarketState(
         target=target,
         ramp_from=target,
@@ -141,12 +141,14 @@ def test_push_decision__first_update_and_stale_market_always_push():
     assert push_decision(stale, G, 2 * WAD, NOW, 0.05) == (True, "market is stale")
 
 
-def test_push_decision__refreshes_before_the_heartbeat():
-    # the next run (an hour later) would find an update 7,201 s old: stale
-    old = state_at(2 * WAD, updated_at=NOW - 3601)
-    assert push_decision(old, G, 2 * WAD, NOW, 0.05) == (True, "refresh before the heartbeat")
-    fresh = state_at(2 * WAD, updated_at=NOW - 3600)
+def test_push_decision__refreshes_once_half_the_heartbeat_has_passed():
+    # the keeper's rule: re-push at refresh_fraction (0.5) of the two-hour heartbeat
+    old = state_at(2 * WAD, updated_at=NOW - 3600)
+    assert push_decision(old, G, 2 * WAD, NOW, 0.05) == (True, "refresh: last update 3600 s ago")
+    fresh = state_at(2 * WAD, updated_at=NOW - 3599)
     assert push_decision(fresh, G, 2 * WAD, NOW, 0.05) == (False, "unchanged")
+    later = push_decision(fresh, G, 2 * WAD, NOW, 0.05, refresh_fraction=0.9)
+    assert later == (False, "unchanged")
 
 
 def test_push_decision__hysteresis_band():

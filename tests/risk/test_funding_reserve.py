@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from offchain.risk import funding_reserve
-from offchain.risk.backtest import BacktestResult
+from offchain.risk.backtest import BacktestResult, Losses
 from offchain.risk.funding_history import FundingHistory, replay_reference, settlement_intervals
 from offchain.risk.funding_reserve import (
     MarketHours,
@@ -23,6 +23,8 @@ from offchain.risk.funding_reserve import (
     reserve_to_margin,
     worst_instant_coverage,
 )
+from offchain.risk.replay import Window
+from offchain.risk.risk_config import load_risk_config
 
 H = 3600
 T0 = 1_600_000_000 // (8 * H) * (8 * H)
@@ -118,18 +120,22 @@ def test_reserve_to_margin__average_reserve_over_average_margin() -> None:
 
 def fake_backtest(times: np.ndarray, horizon: int = 1) -> BacktestResult:
     n = len(times)
+    loss = np.linspace(0, 0.02, n)
     return BacktestResult(
         asset="X",
+        market="X",
         hours=n,
         confidence=0.99,
         horizon=horizon,
         models={},
-        recommended="fhs",
+        recommended=load_risk_config().market("BTC").model,
         times=times,
         close=np.ones(n),
-        loss_long=np.linspace(0, 0.02, n),
-        loss_short=-np.linspace(0, 0.02, n),
+        losses=Losses(long=loss, short=-loss, intrahour_long=loss, intrahour_short=-loss),
         margins={"recommended": np.full(n, 0.01)},
+        intrahour_margins={"recommended": np.full(n, 0.01)},
+        window=Window(replay_from=0, start=0, stop=n),
+        proposal=np.full(n, 0.01),
     )
 
 

@@ -349,3 +349,71 @@ def test_load_candles__real_btc_file_report():
     # the first BTC row's high of 16,199.91 at a price near 4,300 is clipped to its body
     assert candles.high.max() < 65_000
     assert candles.high[0] == max(candles.open[0], candles.close[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Files that are not price series at all, and the freqtrade layout
+
+
+def test_load_candles__refuses_a_2_gb_file_without_reading_it(tmp_path):
+    huge = tmp_path / "huge.csv"
+    with huge.open("wb") as handle:  # sparse: 2 GB on paper, nothing on disk
+        handle.write((HEADER + "\n").encode())
+        handle.truncate(2 * 2**30)
+    with pytest.raises(ValueError, match=r"huge.csv: 2,048 MiB is larger than the 256 MiB") as err:
+        load_candles(huge)
+    assert "\n" not in str(err.value)
+
+
+def test_load_candles__refuses_a_binary_file(tmp_path):
+    binary = tmp_path / "prices.csv"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
+    with pytest.raises(ValueError, match="binary content"):
+        load_candles(binary)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes((HEADER + "\n").encode() + b"\xff\xfe\xfa" * 100 + b"\n")
+    with pytest.raises(ValueError, match="not UTF-8 text"):
+        load_candles(latin)
+
+
+def test_load_candles__a_line_beyond_the_csv_field_limit_is_a_malformed_row(tmp_path):
+    lines = [HEADER] + [row(t, o, h, lo, c) for t, o, h, lo, c in walk(30)]
+    lines.insert(5, "1," + "9" * 300_000)  # longer than csv's 131,072-character field limit
+    candles, report = load_candles(write(tmp_path, lines))
+    assert len(candles) == 30
+    assert report.dropped == {"malformed_row": 1}
+
+
+def test_load_candles__nan_and_infinity_cells_dropped_and_counted(tmp_path):
+    rows = walk(10)
+    lines = [HEADER] + [row(t, o, h, lo, c) for t, o, h, lo, c in rows]
+    t, o, h, lo, c = rows[3]
+    lines[4] = row(t, o, h, lo, "NaN")
+    t, o, h, lo, c = rows[6]
+    lines[7] = row(t, o, "Infinity", lo, c)
+    candles, report = load_candles(write(tmp_path, lines))
+    assert len(candles) == 8
+    assert report.dropped == {"nan_price": 1, "infinite_price": 1}
+
+
+def test_load_candles__freqtrade_layout_and_its_symbol_from_the_file_name(tmp_path):
+    lines = ["date,open_time_ms,open,high,low,close,volume"]
+    for t, o, h, lo, c in walk(5):
+        day = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        lines.append(f"{day},{t * 1000},{o},{h},{lo},{c},12.5")
+    candles, report = load_candles(write(tmp_path, lines, "binance_solusdt_1h_2020_2023.csv"))
+    assert candles.symbol == "SOL/USDT"
+    assert candles.timestamps.tolist() == [T0 + i * H for i in range(5)]
+    assert candles.has_ohlc and report.notes == {}
+
+
+@pytest.mark.skipif(not (DATA / "binance_btcusdt_1h_2018_2023.csv").exists(), reason="no data")
+def test_load_candles__the_shared_2018_2023_files():
+    for name, symbol, first in (
+        ("binance_btcusdt_1h_2018_2023.csv", "BTC/USDT", "2018-01-01"),
+        ("binance_solusdt_1h_2020_2023.csv", "SOL/USDT", "2020-08-11"),
+    ):
+        candles, report = load_candles(DATA / name)
+        assert candles.symbol == symbol
+        assert datetime.fromtimestamp(int(candles.timestamps[0]), UTC).strftime("%Y-%m-%d") == first
+        assert report.rows_dropped == 0 and report.gaps  # exchange maintenance hours are absent

@@ -289,3 +289,17 @@ def test_latest_risk_many__rejects_bad_input():
         latest_risk_many(bad, RiskModel())
     with pytest.raises(ValueError, match="shape"):
         latest_risk_many(closes[:, 0], RiskModel())
+
+
+def test_latest_risk_many__a_window_that_starts_in_flat_candles_is_safe():
+    """33 flat candles at the start (an exchange outage): the seed variance is 0, the first
+    residuals are 0/0 and r/0. They are left out, per market, instead of raising."""
+    rng = np.random.default_rng(4)
+    moving = 100 * np.exp(np.cumsum(rng.standard_normal(400) * 0.01))
+    flat_first = np.concatenate((np.full(33, moving[0]), moving))
+    closes = np.column_stack((flat_first, np.concatenate((moving, moving[-33:]))))
+    out = latest_risk_many(closes, RiskModel())
+    assert np.all(np.isfinite(out.rate)) and np.all(out.rate > 0)
+    # the flat market's tail is that of its moving part
+    alone = latest_risk_many(flat_first[33:, None], RiskModel())
+    assert out.rate[0] == pytest.approx(alone.rate[0], rel=0.2)
