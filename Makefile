@@ -5,6 +5,10 @@
 #   make bench  - gas, risk-model and keeper benchmarks; writes bench/results.json
 #   make fuzz   - deeper property and stateful fuzzing (more examples, more steps)
 #   make backtest - the risk model's walk-forward backtest on BTC and ETH hourly prices
+#   make funding-study - reference-mode funding backtest, max_funding_rate and funding reserve
+#   make backtest-portfolio - portfolio margin vs the tiered sum on BTC/ETH(/SOL), both periods
+#   make devnet - a local devnet (anvil, 1 s blocks) with both bots running through a crash;
+#                 stays up until Ctrl-C (make devnet ARGS=--once stops once both bots acted)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -16,12 +20,12 @@ export MPLBACKEND := Agg
 
 # Unit tests on ape's in-process chain; property and stateful fuzzing on titanoboa (fast EVM);
 # integration tests on an anvil devnet that ape-foundry starts and stops.
-UNIT_DIRS := $(wildcard tests/registry tests/scenarios tests/profiles tests/engine tests/risk tests/protocol tests/bots tests/devnet tests/test_*.py)
+UNIT_DIRS := $(wildcard tests/registry tests/scenarios tests/profiles tests/engine tests/risk tests/protocol tests/bots tests/devnet tests/cli tests/test_*.py)
 PYTEST_UNIT := $(BIN)/ape test $(UNIT_DIRS)
 PYTEST_FUZZ := $(BIN)/pytest -p no:ape_test tests/fuzz
 PYTEST_ANVIL := $(BIN)/ape test tests/integration --network ethereum:local:foundry
 
-.PHONY: install demo test unit fuzz-quick integration lint bench fuzz backtest clean
+.PHONY: install demo devnet test unit fuzz-quick integration lint bench fuzz backtest backtest-portfolio funding-study clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,10 +72,32 @@ backtest: install
 			--json out/backtest_$$asset.json || exit 1; \
 	done
 
+# Funding on the shared Binance settlements and candles (BTC, ETH, SOL): the reference mode
+# against the settled history, the registry's max_funding_rate and the funding reserve, sized on
+# 2019-2021 and reported on 2022-2023 at the model's 1-hour horizon (8 hours for comparison).
+funding-study: install
+	mkdir -p out
+	$(BIN)/python scripts/funding_study.py --data $(SHARED_DATA) --horizon 1 --horizon 8 --out out
+
+# The portfolio margin on the 2018-2023 files: the calibration rule rechecked on data up to
+# 2021 (BTC/ETH from 2018, then BTC/ETH/SOL from SOL's listing), then both groups walked forward
+# with the frozen parameters (tables, out/backtest_portfolio_*.json and .png). About 15 minutes.
+PORTFOLIO_FILES := $(foreach a,btc eth,--prices $(SHARED_DATA)/binance_$(a)usdt_1h_2018_2023.csv)
+backtest-portfolio: install
+	mkdir -p out
+	$(BIN)/dmm backtest-portfolio --calibrate $(PORTFOLIO_FILES) \
+		--prices $(SHARED_DATA)/binance_solusdt_1h_2020_2023.csv \
+		--json out/backtest_portfolio_btc_eth_sol.json
+	$(BIN)/dmm backtest-portfolio $(PORTFOLIO_FILES) --json out/backtest_portfolio_btc_eth.json
+
 # Extra options go through ARGS (see `ape run demo --help`).
 ARGS ?=
 demo: install
 	$(BIN)/ape run demo --network ethereum:local:foundry $(ARGS)
+
+# The operator's devnet: deploy/devnet.yaml deployed on anvil, bots' config in out/devnet/.
+devnet: install
+	$(BIN)/dmm devnet --crash $(ARGS)
 
 clean:
 	rm -rf .build .hypothesis .pytest_cache bench/results.json out

@@ -291,13 +291,13 @@ def sync_market_state(market_id: uint256, target: uint256, ramp_from: uint256, f
     rw: uint256 = engine_state.risk[market_id]
     heartbeat: uint256 = rw >> 216
     last: uint256 = (rw >> 128) & MASK_40
-    if engine_state.oracle[market_id] & LISTED_BIT != 0 and (
-        last == 0 or block.timestamp - last > heartbeat or engine_core._rate_of(rw) != funding_rate
-    ):
+    if last == 0 or block.timestamp - last > heartbeat or engine_core._rate_of(rw) != funding_rate:
+        # A listed market's funding word is never zero (its clock starts at listing).
         fw: uint256 = engine_state.funding[market_id]
-        engine_state.funding[market_id] = engine_core._pack_funding(
-            engine_core._index_now(fw, rw), block.timestamp, (fw >> 128) & MASK_96, fw >> 224
-        )
+        if fw != 0:
+            engine_state.funding[market_id] = engine_core._pack_funding(
+                engine_core._index_now(fw, rw), block.timestamp, (fw >> 128) & MASK_96, fw >> 224
+            )
     engine_state.risk[market_id] = engine_core._pack_risk(target, ramp_from, updated_at, funding_rate, heartbeat)
 
 

@@ -38,7 +38,10 @@ from snekmate.utils import eip712_domain_separator as eip712
 
 from interfaces import IEngineSync
 from interfaces import IRiskParameterRegistry
+from interfaces import IScenarioRegistry
 from modules import keeper_quorum
+
+implements: IScenarioRegistry
 
 initializes: ownable
 initializes: ownable_2step[ownable := ownable]
@@ -81,15 +84,6 @@ struct GroupConfig:
     residual: uint256  # WAD: the fraction of the tiered sum charged on top of the worst loss
     floor: uint256  # WAD: the least fraction of the tiered sum a portfolio pays
     initial_ratio: uint256  # WAD: initial over maintenance for a portfolio
-
-
-struct ScenarioUpdate:
-    group_id: uint256
-    count: uint256
-    shocks: DynArray[uint256, MAX_GROUP_MARKETS]
-    observed_at: uint256
-    deadline: uint256
-    model_hash: bytes32
 
 
 struct GroupState:
@@ -198,7 +192,7 @@ def configure_group(group_id: uint256, config: GroupConfig):
 
 
 @external
-def submit_scenarios(updates: DynArray[ScenarioUpdate, MAX_UPDATES], signatures: DynArray[Bytes[65], MAX_SIGNATURES]):
+def submit_scenarios(updates: DynArray[IScenarioRegistry.ScenarioUpdate, MAX_UPDATES], signatures: DynArray[Bytes[65], MAX_SIGNATURES]):
     """
     @notice Applies a batch of keeper-signed scenario updates. Anyone may
             relay; the batch applies whole or reverts whole.
@@ -209,7 +203,7 @@ def submit_scenarios(updates: DynArray[ScenarioUpdate, MAX_UPDATES], signatures:
     assert n > 0, "scenarios: empty batch"
     digest: bytes32 = self._batch_digest(updates)
     signers: uint256 = keeper_quorum._check_quorum(digest, signatures, RISK_REGISTRY)
-    for u: ScenarioUpdate in updates:
+    for u: IScenarioRegistry.ScenarioUpdate in updates:
         self._apply(u)
     log ScenarioBatchRelayed(relayer=msg.sender, digest=digest, updates=n, signers=signers)
 
@@ -240,7 +234,7 @@ def is_fresh(group_id: uint256) -> bool:
 
 @view
 @external
-def batch_digest(updates: DynArray[ScenarioUpdate, MAX_UPDATES]) -> bytes32:
+def batch_digest(updates: DynArray[IScenarioRegistry.ScenarioUpdate, MAX_UPDATES]) -> bytes32:
     """
     @notice The EIP-712 digest keepers sign for `updates`.
     @param updates The batch.
@@ -251,10 +245,10 @@ def batch_digest(updates: DynArray[ScenarioUpdate, MAX_UPDATES]) -> bytes32:
 
 @view
 @internal
-def _batch_digest(updates: DynArray[ScenarioUpdate, MAX_UPDATES]) -> bytes32:
+def _batch_digest(updates: DynArray[IScenarioRegistry.ScenarioUpdate, MAX_UPDATES]) -> bytes32:
     hashes: bytes32[MAX_UPDATES] = empty(bytes32[MAX_UPDATES])
     i: uint256 = 0
-    for u: ScenarioUpdate in updates:
+    for u: IScenarioRegistry.ScenarioUpdate in updates:
         words: uint256[MAX_GROUP_MARKETS] = empty(uint256[MAX_GROUP_MARKETS])
         for j: uint256 in range(MAX_GROUP_MARKETS):
             if j >= len(u.shocks):
@@ -271,7 +265,7 @@ def _batch_digest(updates: DynArray[ScenarioUpdate, MAX_UPDATES]) -> bytes32:
 
 
 @internal
-def _apply(u: ScenarioUpdate):
+def _apply(u: IScenarioRegistry.ScenarioUpdate):
     """
     @dev Checks one update against its group's guardrails, stores it and
          pushes it into the engine.

@@ -15,3 +15,16 @@ BACKTEST_MODEL_KEYS = frozenset(
         "max_daily_margin_increase",
     }
 )
+
+# "Portfolio backtest output": the top level and the figures of every family.
+PORTFOLIO_TOP_KEYS = frozenset({"markets", "hours", "confidence", "horizon_hours", "families"})
+PORTFOLIO_FAMILY_KEYS = frozenset(
+    {
+        "breach_rate",
+        "kupiec_p",
+        "christoffersen_p",
+        "avg_margin_saving_vs_tiered",
+        "total_shortfall",
+        "tiered_total_shortfall",
+    }
+)

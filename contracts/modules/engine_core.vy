@@ -221,8 +221,8 @@ def _read_feed(oracle: uint256) -> (uint256, uint256, uint256):
     )
     if not success or len(response) != 160:
         return 0, 0, PRICE_INVALID
-    answer: int256 = convert(slice(response, 32, 32), int256)
-    updated_at: uint256 = convert(slice(response, 96, 32), uint256)
+    answer: int256 = extract32(response, 32, output_type=int256)
+    updated_at: uint256 = extract32(response, 96, output_type=uint256)
     if answer <= 0 or answer > convert(MASK_96, int256) or updated_at > block.timestamp:
         return 0, 0, PRICE_INVALID
     # answer < 2**96 and the scale is at most 10**18 < 2**60: no overflow.
@@ -353,7 +353,9 @@ def _base_margin(market_id: uint256, notional: uint256, t0: uint256) -> uint256:
     tier_floor: uint256 = 0
     for i: uint256 in range(MAX_TIERS):
         next_floor: uint256 = word & MASK_128
-        total += ((word >> 128) & MASK_64) * (min(notional, next_floor) - tier_floor)
+        # notional > tier_floor here (else the previous tier broke out); the rate is
+        # below 2**64 and the slice below 2**128: eight products stay below 2**195.
+        total = unsafe_add(total, unsafe_mul((word >> 128) & MASK_64, unsafe_sub(min(notional, next_floor), tier_floor)))
         if notional <= next_floor or i + 1 == MAX_TIERS:
             break
         tier_floor = next_floor
@@ -384,58 +386,6 @@ def _maintenance_of(base: uint256, mult: uint256, notional: uint256) -> uint256:
 
 @view
 @internal
-def _leg(
-    owner: address, subaccount: uint256, market_id: uint256, class_mult: uint256, strict: bool, want_initial: bool
-) -> (Leg, int256):
-    """
-    @dev One position's figures at mark prices (fresh prices when `strict`)
-         and its unpaid funding.
-    """
-    leg: Leg = empty(Leg)
-    leg.market_id = market_id
-    packed: uint256 = engine_state.positions[owner][subaccount][market_id]
-    leg.size = self._unpack_size(packed)
-    leg.open_notional = self._unpack_notional(packed)
-    oracle: uint256 = engine_state.oracle[market_id]
-    fw: uint256 = engine_state.funding[market_id]
-    rw: uint256 = engine_state.risk[market_id]
-    t0: uint256 = engine_state.tiers[market_id][0]
-    price: uint256 = 0
-    time: uint256 = 0
-    status: uint256 = PRICE_OK
-    price, time, status = self._mark_price(oracle, fw)
-    leg.price = price
-    if strict:
-        self._assert_fresh(status)
-        self._assert_inside_bounds(market_id, leg.price)
-    owed: int256 = fixed_point._ceil_div_signed(
-        leg.size * (self._index_now(fw, rw) - engine_state.funding_snapshot[owner][subaccount][market_id]), IWAD
-    )
-    leg.notional = fixed_point._ceil_mul(convert(abs(leg.size), uint256), leg.price)
-    base: uint256 = self._base_margin(market_id, leg.notional, t0)
-    m: uint256 = self._multiplier(market_id, rw, (t0 >> 192) & MASK_32)
-    min_mult: uint256 = 0
-    if class_mult < WAD:
-        min_mult = (engine_state.rules[market_id] >> 160) & MASK_64
-    leg.mult = self._with_class(m, class_mult, min_mult)
-    leg.maintenance = self._maintenance_of(base, leg.mult, leg.notional)
-    if want_initial:
-        m_initial: uint256 = self._with_class(max(m, rw & MASK_64), class_mult, min_mult)
-        leg.initial = min(
-            leg.notional,
-            fixed_point._ceil_mul(fixed_point._ceil_div(base * m_initial, WAD * WAD), engine_state.initial_ratio[market_id]),
-        )
-    # Expected funding over the reserve horizon, for the side that pays.
-    rate: int256 = margin_rules._funding_in_force(self._rate_of(rw), (rw >> 128) & MASK_40, rw >> 216, block.timestamp)
-    if (rate > 0 and leg.size > 0) or (rate < 0 and leg.size < 0):
-        leg.reserve_rate = convert(abs(rate), uint256) * self._reserve_seconds_of(oracle)
-        leg.reserve = fixed_point._ceil_mul(leg.notional, leg.reserve_rate)
-    leg.group = self._group_of(oracle)
-    return leg, owed
-
-
-@view
-@internal
 def _class_multiplier(word: uint256) -> uint256:
     """
     @dev The account's class multiplier (WAD) from its account word: WAD for
@@ -454,61 +404,187 @@ def _class_multiplier(word: uint256) -> uint256:
 @internal
 def _load(owner: address, subaccount: uint256, strict: bool, want_initial: bool) -> Account:
     """
-    @dev Every position of a subaccount, its equity and its requirements.
+    @dev Every position of a subaccount at mark prices (fresh prices when
+         `strict`), its equity and its requirements (module docstring). The
+         hot path of every health check: fields are unpacked inline (layouts
+         in `engine_state`), and `unsafe_*` is used where the bounds of the
+         packed fields rule out overflow.
     """
     acct: Account = empty(Account)
     acct.cash = engine_state.collateral[owner][subaccount]
     word: uint256 = engine_state.account[owner][subaccount]
     class_mult: uint256 = self._class_multiplier(word)
     group: uint256 = MASK_8 + 1
+    tiered: uint256 = 0
+    tiered_initial: uint256 = 0
+    reserve: uint256 = 0
+    value: int256 = 0
     for i: uint256 in range(MAX_POSITIONS):
-        market_id: uint256 = self._market_at(word, i)
+        market_id: uint256 = (word >> (24 * i)) & MASK_24
         if market_id == 0:
             break
         leg: Leg = empty(Leg)
-        owed: int256 = 0
-        leg, owed = self._leg(owner, subaccount, market_id, class_mult, strict, want_initial)
-        acct.cash -= owed
-        acct.equity += fixed_point._floor_div(leg.size * convert(leg.price, int256), IWAD) - leg.open_notional
+        leg.market_id = market_id
+        packed: uint256 = engine_state.positions[owner][subaccount][market_id]
+        # Both halves lie in (-2**127, 2**127) once the bias is removed.
+        leg.size = unsafe_sub(convert(packed >> 128, int256), BIAS_127)
+        leg.open_notional = unsafe_sub(convert(packed & MASK_128, int256), BIAS_127)
+        oracle: uint256 = engine_state.oracle[market_id]
+        fw: uint256 = engine_state.funding[market_id]
+        rw: uint256 = engine_state.risk[market_id]
+        t0: uint256 = engine_state.tiers[market_id][0]
+        price: uint256 = 0
+        time: uint256 = 0
+        status: uint256 = PRICE_OK
+        price, time, status = self._read_feed(oracle)
+        if status != PRICE_OK:
+            price, time, status = self._mark_price(oracle, fw)
+        leg.price = price
+        if strict:
+            self._assert_fresh(status)
+            self._assert_inside_bounds(market_id, price)
+        # Unpaid funding, rounded against the account.
+        index: int256 = self._index_of(fw)
+        if (rw >> 168) & MASK_48 != convert(BIAS_47, uint256):  # a nonzero funding rate
+            index += margin_rules._funding_accrued(
+                self._rate_of(rw), (rw >> 128) & MASK_40, rw >> 216, (fw >> 96) & MASK_32, block.timestamp, (fw >> 128) & MASK_96
+            )
+        acct.cash -= fixed_point._ceil_div_signed(
+            leg.size * (index - engine_state.funding_snapshot[owner][subaccount][market_id]), IWAD
+        )
+        # |size| < 2**127 and price < 2**96: the products are below 2**223.
+        signed_price: int256 = convert(price, int256)
+        value = unsafe_add(value, unsafe_sub(fixed_point._floor_div(unsafe_mul(leg.size, signed_price), IWAD), leg.open_notional))
+        leg.notional = fixed_point._ceil_div(unsafe_mul(convert(abs(leg.size), uint256), price), WAD)
+        base: uint256 = self._base_margin(market_id, leg.notional, t0)
+        updated_at: uint256 = (rw >> 128) & MASK_40
+        m: uint256 = rw & MASK_64
+        if updated_at == 0 or block.timestamp - updated_at > rw >> 216:
+            m = self._multiplier(market_id, rw, 0)
+        elif (rw >> 64) & MASK_64 < m:
+            m = margin_rules._fresh_multiplier(m, (rw >> 64) & MASK_64, block.timestamp - updated_at, (t0 >> 192) & MASK_32)
+        leg.mult = m
+        min_mult: uint256 = 0
+        if class_mult != WAD:
+            if class_mult < WAD:
+                min_mult = (engine_state.rules[market_id] >> 160) & MASK_64
+            leg.mult = self._with_class(m, class_mult, min_mult)
+        # base < 2**60 * 2**128 and the multiplier < 2**64 (2**66 with a class): below 2**254.
+        leg.maintenance = min(leg.notional, fixed_point._ceil_div(unsafe_mul(base, leg.mult), WAD * WAD))
+        tiered = unsafe_add(tiered, leg.maintenance)
+        if want_initial:
+            m_initial: uint256 = self._with_class(max(m, rw & MASK_64), class_mult, min_mult)
+            leg.initial = min(
+                leg.notional,
+                fixed_point._ceil_mul(fixed_point._ceil_div(unsafe_mul(base, m_initial), WAD * WAD), engine_state.initial_ratio[market_id]),
+            )
+            tiered_initial = unsafe_add(tiered_initial, leg.initial)
+        # Expected funding over the reserve horizon, for the side that pays.
+        reserve_seconds: uint256 = (oracle >> 205) & MASK_32
+        if reserve_seconds != 0:
+            rate: int256 = margin_rules._funding_in_force(self._rate_of(rw), updated_at, rw >> 216, block.timestamp)
+            if (rate > 0 and leg.size > 0) or (rate < 0 and leg.size < 0):
+                leg.reserve_rate = convert(abs(rate), uint256) * reserve_seconds
+                leg.reserve = fixed_point._ceil_mul(leg.notional, leg.reserve_rate)
+                reserve += leg.reserve
+        leg.group = (oracle >> 197) & MASK_8
         if group == MASK_8 + 1:
             group = leg.group
         elif group != leg.group:
             group = 0
         acct.legs.append(leg)
-    acct.equity += acct.cash
-    if len(acct.legs) >= 2 and group != 0:
-        acct.group = group
-        for i: uint256 in range(MAX_POSITIONS):
-            if i >= len(acct.legs):
-                break
-            acct.legs[i].shocks = engine_state.shocks[acct.legs[i].market_id]
-    acct.maintenance, acct.initial, acct.tiered = self._requirements(acct)
+    acct.equity = acct.cash + value
+    acct.tiered = tiered
+    acct.maintenance = tiered + reserve
+    acct.initial = tiered_initial + reserve
+    if len(acct.legs) < 2 or group == 0:
+        return acct
+    # Portfolio credit when every position lies in one group with fresh scenarios.
+    acct.group = group
+    gw: uint256 = self._fresh_group(group)
+    if gw == 0:
+        return acct
+    for i: uint256 in range(MAX_POSITIONS):
+        if i >= len(acct.legs):
+            break
+        acct.legs[i].shocks = engine_state.shocks[acct.legs[i].market_id]
+    maintenance: uint256 = 0
+    initial: uint256 = 0
+    maintenance, initial = self._portfolio(tiered, tiered_initial, self._worst_loss_of(acct.legs), gw)
+    acct.maintenance = maintenance + reserve
+    acct.initial = initial + reserve
     return acct
 
 
-@view
+@pure
 @internal
-def _requirements(acct: Account) -> (uint256, uint256, uint256):
+def _worst_loss_of(legs: DynArray[Leg, MAX_POSITIONS]) -> uint256:
     """
-    @dev (maintenance, initial, tiered maintenance) of the loaded account:
-         the tiered sums, or the portfolio rule when it applies (module
-         docstring), plus the funding reserve.
+    @dev L = max(0, max_k ceil(-sum_i s_i * p_i * z_ik / (WAD * 10_000))),
+         over all 16 scenario slots (the registry keeps slots beyond the
+         count at zero, which lose nothing). ceil is monotone, so the worst
+         scenario's move is found first and divided once. The scenario loop
+         is unrolled and each int16 is sign-extended with two shifts of the
+         word read as int256 (`<<` to the top, arithmetic `>>` down): it runs
+         in every health check of a portfolio.
     """
-    tiered: uint256 = 0
-    tiered_initial: uint256 = 0
-    reserve: uint256 = 0
-    for leg: Leg in acct.legs:
-        tiered += leg.maintenance
-        tiered_initial += leg.initial
-        reserve += leg.reserve
-    gw: uint256 = self._fresh_group(acct.group)
-    if gw == 0:
-        return tiered + reserve, tiered_initial + reserve, tiered
-    moves: DynArray[int256, MAX_SCENARIOS] = self._scenario_moves(acct.legs, gw & MASK_5, MAX_POSITIONS)
-    maintenance: uint256 = 0
-    initial: uint256 = 0
-    maintenance, initial = self._portfolio(tiered, tiered_initial, self._worst_loss(moves), gw)
-    return maintenance + reserve, initial + reserve, tiered
+    m0: int256 = 0
+    m1: int256 = 0
+    m2: int256 = 0
+    m3: int256 = 0
+    m4: int256 = 0
+    m5: int256 = 0
+    m6: int256 = 0
+    m7: int256 = 0
+    m8: int256 = 0
+    m9: int256 = 0
+    m10: int256 = 0
+    m11: int256 = 0
+    m12: int256 = 0
+    m13: int256 = 0
+    m14: int256 = 0
+    m15: int256 = 0
+    for i: uint256 in range(MAX_POSITIONS):
+        if i >= len(legs):
+            break
+        w: int256 = convert(convert(legs[i].shocks, bytes32), int256)
+        # |s| < 2**127 and p < 2**96; |z| <= 2**15: each term is below 2**238
+        # and a sum of eight below 2**241.
+        sp: int256 = unsafe_mul(legs[i].size, convert(legs[i].price, int256))
+        m0 = unsafe_add(m0, unsafe_mul(sp, (w << 240) >> 240))
+        m1 = unsafe_add(m1, unsafe_mul(sp, (w << 224) >> 240))
+        m2 = unsafe_add(m2, unsafe_mul(sp, (w << 208) >> 240))
+        m3 = unsafe_add(m3, unsafe_mul(sp, (w << 192) >> 240))
+        m4 = unsafe_add(m4, unsafe_mul(sp, (w << 176) >> 240))
+        m5 = unsafe_add(m5, unsafe_mul(sp, (w << 160) >> 240))
+        m6 = unsafe_add(m6, unsafe_mul(sp, (w << 144) >> 240))
+        m7 = unsafe_add(m7, unsafe_mul(sp, (w << 128) >> 240))
+        m8 = unsafe_add(m8, unsafe_mul(sp, (w << 112) >> 240))
+        m9 = unsafe_add(m9, unsafe_mul(sp, (w << 96) >> 240))
+        m10 = unsafe_add(m10, unsafe_mul(sp, (w << 80) >> 240))
+        m11 = unsafe_add(m11, unsafe_mul(sp, (w << 64) >> 240))
+        m12 = unsafe_add(m12, unsafe_mul(sp, (w << 48) >> 240))
+        m13 = unsafe_add(m13, unsafe_mul(sp, (w << 32) >> 240))
+        m14 = unsafe_add(m14, unsafe_mul(sp, (w << 16) >> 240))
+        m15 = unsafe_add(m15, unsafe_mul(sp, (w << 0) >> 240))
+    worst: int256 = 0
+    worst = min(worst, m0)
+    worst = min(worst, m1)
+    worst = min(worst, m2)
+    worst = min(worst, m3)
+    worst = min(worst, m4)
+    worst = min(worst, m5)
+    worst = min(worst, m6)
+    worst = min(worst, m7)
+    worst = min(worst, m8)
+    worst = min(worst, m9)
+    worst = min(worst, m10)
+    worst = min(worst, m11)
+    worst = min(worst, m12)
+    worst = min(worst, m13)
+    worst = min(worst, m14)
+    worst = min(worst, m15)
+    return convert(fixed_point._ceil_div_signed(-worst, IWAD * BPS), uint256)
 
 
 @view
@@ -558,18 +634,6 @@ def _scenario_moves(legs: DynArray[Leg, MAX_POSITIONS], count: uint256, skip: ui
                 move += legs[i].size * convert(legs[i].price, int256) * self._shock(legs[i].shocks, k)
         moves.append(move)
     return moves
-
-
-@pure
-@internal
-def _worst_loss(moves: DynArray[int256, MAX_SCENARIOS]) -> uint256:
-    """
-    @dev L = max(0, max_k ceil(-move_k / (WAD * 10_000))).
-    """
-    worst: int256 = 0
-    for move: int256 in moves:
-        worst = max(worst, fixed_point._ceil_div_signed(-move, IWAD * BPS))
-    return convert(worst, uint256)
 
 
 @pure

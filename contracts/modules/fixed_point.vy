@@ -39,11 +39,13 @@ def _ceil_mul(x: uint256, y: uint256) -> uint256:
 @internal
 def _floor_div(x: int256, d: int256) -> int256:
     """
-    @dev floor(x / d) for d > 0 (Vyper's signed division truncates toward zero).
+    @dev floor(x / d) for d > 0 (the EVM's signed division truncates toward zero).
     """
-    q: int256 = x // d
-    if x < 0 and q * d != x:
-        q -= 1
+    # d > 0: no division by zero and no min_value(int256) / -1 overflow;
+    # |q * d| <= |x|, and q - 1 > min_value(int256) since |q| < |x| / d + 1.
+    q: int256 = unsafe_div(x, d)
+    if x < 0 and unsafe_mul(q, d) != x:
+        q = unsafe_sub(q, 1)
     return q
 
 
@@ -53,7 +55,8 @@ def _ceil_div_signed(x: int256, d: int256) -> int256:
     """
     @dev ceil(x / d) for d > 0.
     """
-    q: int256 = x // d
-    if x > 0 and q * d != x:
-        q += 1
+    # As in `_floor_div`: no overflow for d > 0.
+    q: int256 = unsafe_div(x, d)
+    if x > 0 and unsafe_mul(q, d) != x:
+        q = unsafe_add(q, 1)
     return q

@@ -1,15 +1,25 @@
-"""What the Silverback modules share: config from ``DMM_CONFIG``, one tick at a time."""
+"""What the Silverback modules share: config from ``DMM_CONFIG``, pre-flight, one tick at a time.
+
+Silverback imports the module to find ``bot``; a mistake found there (config, key, pre-flight)
+ends the process with one line on stderr and exit code 2 (1 when the node does not answer),
+instead of a traceback. Silverback's ``--network`` takes ``ecosystem:network:provider``; for a
+node at a URL that is ``ethereum:local:http://127.0.0.1:8545`` (a bare URL is not a network).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from offchain.bots.bot_config import BotConfig
 from offchain.bots.builders import load_config, load_key
-from offchain.protocol.chain import Block, connect
+from offchain.protocol.chain import Block, RpcUnavailable, connect
+from offchain.protocol.config_files import ConfigFileError
 
 log = logging.getLogger("dmm.bots")
 
@@ -27,20 +37,47 @@ def _operator_logs() -> None:
 _operator_logs()
 
 
-def bot_config() -> dict[str, Any]:
+@contextmanager
+def startup(name: str) -> Iterator[None]:
+    """Turn a start-up mistake into one line on stderr and an exit code (2 config, 1 node)."""
+    try:
+        yield
+    except ConfigFileError as exc:
+        print(f"dmm {name} bot: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except RpcUnavailable as exc:
+        print(f"dmm {name} bot: the node did not answer ({exc})", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def bot_config() -> BotConfig:
     """The YAML file named by ``DMM_CONFIG`` (see ``offchain/bots/keeper.example.yaml``)."""
     path = os.environ.get("DMM_CONFIG")
     if not path:
-        raise RuntimeError("set DMM_CONFIG to the bot's YAML config")
+        from offchain.bots.bot_config import ConfigError
+
+        raise ConfigError("set DMM_CONFIG to the bot's YAML config")
     return load_config(path)
 
 
-def bot_web3(cfg: dict[str, Any], provider: Any) -> Any:
+def required(cfg: BotConfig, key: str) -> str:
+    """The config's ``registry`` or ``engine`` address; a one-line error without it."""
+    value = getattr(cfg.file, key)
+    if not value:
+        from offchain.bots.bot_config import ConfigError
+
+        raise ConfigError(f"{cfg.source}: {key}: required (the contract's address)")
+    return str(value)
+
+
+def bot_web3(cfg: BotConfig, provider: Any) -> Any:
     """A ``Web3`` on the config's RPC, or on the node Silverback is connected to."""
-    url = cfg.get("rpc") or getattr(provider, "uri", None)
+    url = cfg.file.rpc or getattr(provider, "uri", None)
     if not url:
-        raise RuntimeError("no RPC URL: set 'rpc' in the config")
-    return connect(str(url), timeout=float(cfg.get("rpc_timeout", 10)))
+        from offchain.bots.bot_config import ConfigError
+
+        raise ConfigError("no RPC URL: set 'rpc' in the config")
+    return connect(str(url), timeout=cfg.file.rpc_timeout)
 
 
 def bot_key(env_var: str) -> Any:

@@ -2,101 +2,144 @@
 (``offchain/cli_ops.py``) and the Silverback modules (``keeper_bot``, ``liquidator_bot``) share,
 so that no bot module imports the command line.
 
-A mistake in the config raises :class:`ConfigError` (a ``ValueError``) naming the key; the command
-line turns it into a one-line usage error.
+The file is validated by ``bot_config`` (strict schema). A mistake in it, in a key file or in a
+history file raises :class:`ConfigError` (one line naming the file and the key); the command line
+turns it into exit code 2. A key is never echoed, whatever is wrong with it.
 """
 
 from __future__ import annotations
 
+import csv
 import getpass
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-import yaml
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from offchain.bots.keeper import Keeper, KeeperConfig, KeeperMarket, read_history_csv
+from offchain.bots.bot_config import BotConfig, ConfigError, load_config, parse_config
+from offchain.bots.keeper import Keeper, KeeperMarket, read_history_csv
 from offchain.bots.keeper_models import CalibratedRiskModel, EwmaRiskModel, LiveRiskModel
-from offchain.bots.liquidator import Liquidator, LiquidatorConfig
-from offchain.bots.loop import LoopConfig
+from offchain.bots.liquidator import Liquidator
 from offchain.bots.metrics import BotMetrics
 from offchain.protocol.chain import EngineClient, FeedClient, RegistryClient
-from offchain.protocol.tx_sender import GWEI, SenderConfig, TxSender
+from offchain.protocol.config_files import ConfigFileError, one_line, read_text
+from offchain.protocol.tx_sender import TxSender
+
+MAX_HISTORY_BYTES = 256 * 2**20  # a warm-up file larger than this is a mistake, not a history
 
 
-class ConfigError(ValueError):
-    """A bot configuration that cannot be used; the message names the key."""
+# ---------------------------------------------------------------------------------------------
+# Keys
 
 
-def load_config(path: str | None) -> dict[str, Any]:
-    """The YAML file as a dict (empty without a file)."""
-    if path is None:
-        return {}
-    data = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    return data
+def keyfile_path(account: str) -> Path:
+    """``--account``: a path to an encrypted key file, or an ape alias (its file in ape's
+    ``accounts`` folder)."""
+    if account.endswith(".json") or os.sep in account:
+        return Path(account).expanduser()
+    base = Path(os.environ.get("APE_DATA_FOLDER", Path.home() / ".ape"))
+    return base / "accounts" / f"{account}.json"
 
 
-def _pick(section: dict[str, Any], cls: type, renames: dict[str, str] | None = None) -> dict:
-    """The keys of ``section`` that are fields of dataclass ``cls`` (after ``renames``)."""
-    names = {f.name for f in fields(cls)}
-    out: dict[str, Any] = {}
-    for key, value in (section or {}).items():
-        key = (renames or {}).get(key, key)
-        if key not in names:
-            raise ConfigError(f"unknown setting {key!r} for {cls.__name__}")
-        out[key] = value
+def decrypt_keyfile(path: Path, passphrase: str) -> LocalAccount:
+    """The key of an encrypted JSON key file (ape's and geth's format)."""
+    try:
+        text = read_text(path, "key file")
+    except ConfigFileError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not a key file (invalid JSON: {exc.msg})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("crypto") or doc.get("Crypto"), dict):
+        raise ConfigError(f"{path}: not an encrypted key file (no 'crypto' section)")
+    try:
+        secret = Account.decrypt(doc, passphrase)
+    except ValueError as exc:
+        if "MAC" in str(exc):
+            raise ConfigError(
+                f"{path}: wrong passphrase (the key file's MAC does not match)"
+            ) from None
+        raise ConfigError(f"{path}: cannot decrypt ({one_line(exc)})") from None
+    except Exception as exc:
+        raise ConfigError(f"{path}: not a usable key file ({type(exc).__name__})") from None
+    return Account.from_key(secret)
+
+
+def load_key(account: str | None, env_var: str) -> LocalAccount | None:
+    """A signing key from ``--account`` (alias or key file; passphrase from ``DMM_PASSPHRASE``
+    or a prompt) or from the environment variable ``env_var``; ``None`` if neither is set."""
+    if account:
+        path = keyfile_path(account)
+        if not path.exists():
+            raise ConfigError(f"--account {account}: no key file at {path}")
+        passphrase = os.environ.get("DMM_PASSPHRASE")
+        if passphrase is None:
+            try:
+                passphrase = getpass.getpass(f"passphrase of {account}: ")
+            except (EOFError, KeyboardInterrupt):
+                raise ConfigError(
+                    f"--account {account}: no passphrase (set DMM_PASSPHRASE)"
+                ) from None
+        return decrypt_keyfile(path, passphrase)
+    raw = os.environ.get(env_var)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        return Account.from_key(raw.strip())
+    except Exception:
+        raise ConfigError(
+            f"{env_var}: not a private key (expected 32 bytes as 64 hex digits)"
+        ) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Histories
+
+
+def read_history(path: Path, where: str) -> tuple[list[int], list[float]]:
+    """A warm-up history CSV; every problem with the file is one line naming ``where``."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0
+    if size > MAX_HISTORY_BYTES:
+        raise ConfigError(
+            f"{where}: {path} is {size / 2**20:,.0f} MB; a warm-up history needs the last few"
+            f" thousand prices (limit {MAX_HISTORY_BYTES // 2**20} MB)"
+        )
+    try:
+        read_text(path, "history file")
+        times, prices = read_history_csv(path)
+    except ConfigFileError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except (ValueError, csv.Error, OSError) as exc:
+        raise ConfigError(f"{where}: {path}: {one_line(exc)}") from None
+    if not prices:
+        raise ConfigError(f"{where}: {path}: no usable price rows")
+    return times, prices
+
+
+def config_histories(cfg: BotConfig) -> dict[int, tuple[list[int], list[float]]]:
+    """The ``history:`` files of the config's markets, read and checked."""
+    out: dict[int, tuple[list[int], list[float]]] = {}
+    for i, m in enumerate(cfg.file.markets):
+        if m.history:
+            out[m.id] = read_history(cfg.path(m.history), f"{cfg.source}: markets[{i}].history")
     return out
 
 
-def sender_config(cfg: dict[str, Any]) -> SenderConfig:
-    section = dict(cfg.get("sender") or {})
-    for gwei_key, key in (
-        ("priority_fee_gwei", "priority_fee"),
-        ("max_fee_cap_gwei", "max_fee_cap"),
-    ):
-        if gwei_key in section:
-            section[key] = int(float(section.pop(gwei_key)) * GWEI)
-    return SenderConfig(**_pick(section, SenderConfig))
-
-
-def loop_config(cfg: dict[str, Any]) -> LoopConfig:
-    return LoopConfig(**_pick(cfg.get("loop") or {}, LoopConfig))
-
-
-def keeper_markets(cfg: dict[str, Any]) -> tuple[KeeperMarket, ...]:
-    markets = cfg.get("markets") or []
-    if not markets:
-        raise ConfigError("the config needs a 'markets' list")
-    return tuple(
-        KeeperMarket(int(m["id"]), str(m["feed"]), str(m.get("name", ""))) for m in markets
-    )
-
-
-def load_key(alias: str | None, env_var: str) -> LocalAccount | None:
-    """A signing key from an ape account alias or an environment variable; ``None`` if neither."""
-    if alias:
-        base = Path(os.environ.get("APE_DATA_FOLDER", Path.home() / ".ape"))
-        keyfile = base / "accounts" / f"{alias}.json"
-        if not keyfile.exists():
-            raise ConfigError(f"no ape account {alias!r} ({keyfile})")
-        passphrase = os.environ.get("DMM_PASSPHRASE") or getpass.getpass(f"passphrase of {alias}: ")
-        return Account.from_key(Account.decrypt(json.loads(keyfile.read_text()), passphrase))
-    raw = os.environ.get(env_var)
-    if raw:
-        return Account.from_key(raw.strip())
-    return None
+# ---------------------------------------------------------------------------------------------
+# Components
 
 
 class Tier0Rates(Mapping[int, int]):
-    """First-tier rates read from the registry on first use, so that a node that is down at
-    start-up fails a tick (retried by the loop) rather than the start."""
+    """First-tier rates read from the registry on first use, so that a node that goes away
+    later fails a tick (retried by the loop) rather than the start."""
 
     def __init__(self, registry: RegistryClient, market_ids: Sequence[int]) -> None:
         self.registry = registry
@@ -118,39 +161,34 @@ class Tier0Rates(Mapping[int, int]):
 
 
 def risk_model(
-    section: dict[str, Any], registry: RegistryClient, markets: Sequence[KeeperMarket]
+    cfg: BotConfig, registry: RegistryClient, markets: Sequence[KeeperMarket]
 ) -> LiveRiskModel:
     """The keeper's model: ``kind: calibrated`` (default, the backtested model; its first-tier
     rates are read from the registry) or ``kind: ewma``."""
-    settings = dict(section)
-    kind = settings.pop("kind", "calibrated")
+    section = cfg.file.model.model_dump()
+    kind = section.pop("kind")
     if kind == "ewma":
-        return EwmaRiskModel(**_pick(settings, EwmaRiskModel))
-    if kind != "calibrated":
-        raise ConfigError(f"unknown model kind {kind!r}: use 'calibrated' or 'ewma'")
-    allowed = {"bar_seconds", "horizon"}
-    unknown = set(settings) - allowed
-    if unknown:
-        raise ConfigError(f"unknown setting(s) {sorted(unknown)} for the calibrated model")
-    return CalibratedRiskModel(Tier0Rates(registry, [m.market_id for m in markets]), **settings)
+        from offchain.bots.bot_config import build
+
+        return build(EwmaRiskModel, section, f"{cfg.source}: model")
+    return CalibratedRiskModel(Tier0Rates(registry, [m.market_id for m in markets]), **section)
 
 
 def build_keeper(
-    cfg: dict[str, Any],
+    cfg: BotConfig,
     w3: Any,
     registry_address: str,
     key: LocalAccount | None,
     dry_run: bool,
     echo: Any = print,
+    histories: Mapping[int, tuple[list[int], list[float]]] | None = None,
 ) -> Keeper:
-    """A keeper from the config; histories named in the config are loaded. No key or
-    ``dry_run``: no sender (dry run)."""
-    config = KeeperConfig(
-        markets=keeper_markets(cfg), **_pick(cfg.get("keeper") or {}, KeeperConfig)
-    )
+    """A keeper from the config, warmed up on ``histories`` (default: the config's ``history:``
+    files). No key or ``dry_run``: no sender (dry run)."""
+    config = cfg.keeper_config()
     registry = RegistryClient(w3, registry_address)
-    model = risk_model(cfg.get("model") or {}, registry, config.markets)
-    sender = None if dry_run or key is None else TxSender(w3, key, sender_config(cfg))
+    model = risk_model(cfg, registry, config.markets)
+    sender = None if dry_run or key is None else TxSender(w3, key, cfg.sender_config())
     keeper = Keeper(
         config,
         registry,
@@ -162,24 +200,35 @@ def build_keeper(
         BotMetrics("keeper"),
         echo=echo,
     )
-    for m in cfg.get("markets", []):
-        if m.get("history"):
-            times, prices = read_history_csv(m["history"])
-            keeper.warm_up(int(m["id"]), times, prices)
+    for market_id, (times, prices) in (
+        config_histories(cfg) if histories is None else histories
+    ).items():
+        keeper.warm_up(market_id, times, prices)
     return keeper
 
 
 def build_liquidator(
-    cfg: dict[str, Any], w3: Any, engine_address: str, key: LocalAccount | None, dry_run: bool
+    cfg: BotConfig, w3: Any, engine_address: str, key: LocalAccount | None, dry_run: bool
 ) -> Liquidator:
     """A liquidation bot from the config (dry run without a key)."""
-    sender = None if dry_run or key is None else TxSender(w3, key, sender_config(cfg))
-    section = dict(cfg.get("liquidator") or {})
+    sender = None if dry_run or key is None else TxSender(w3, key, cfg.sender_config())
     return Liquidator(
-        EngineClient(w3, engine_address),
-        sender,
-        LiquidatorConfig(
-            **_pick(section, LiquidatorConfig, {"subaccount": "liquidator_subaccount"})
-        ),
-        BotMetrics("liquidator"),
+        EngineClient(w3, engine_address), sender, cfg.liquidator_config(), BotMetrics("liquidator")
     )
+
+
+__all__ = [
+    "BotConfig",
+    "ConfigError",
+    "Tier0Rates",
+    "build_keeper",
+    "build_liquidator",
+    "config_histories",
+    "decrypt_keyfile",
+    "keyfile_path",
+    "load_config",
+    "load_key",
+    "parse_config",
+    "read_history",
+    "risk_model",
+]

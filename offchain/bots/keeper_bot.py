@@ -15,16 +15,39 @@ from typing import Any
 from ape import chain
 from silverback import SilverbackBot
 
-from offchain.bots._common import NonOverlapping, as_block, bot_config, bot_key, bot_web3
-from offchain.bots.builders import build_keeper
+from offchain.bots._common import (
+    NonOverlapping,
+    as_block,
+    bot_config,
+    bot_key,
+    bot_web3,
+    required,
+    startup,
+)
+from offchain.bots.builders import build_keeper, config_histories
 from offchain.bots.metrics import serve
+from offchain.bots.preflight import (
+    check_histories,
+    check_keeper_key,
+    check_markets,
+    check_registry,
+)
+from offchain.protocol.chain import FeedClient, RegistryClient
 
 bot = SilverbackBot()
-_cfg = bot_config()
-_w3 = bot_web3(_cfg, bot.provider)
-keeper = build_keeper(_cfg, _w3, str(_cfg["registry"]), bot_key("DMM_KEEPER_KEY"), dry_run=False)
-if _cfg.get("metrics_port"):
-    serve(keeper.metrics, int(_cfg["metrics_port"]))  # /metrics and the /healthz watchdog
+with startup("keeper"):
+    _cfg = bot_config()
+    _key = bot_key("DMM_KEEPER_KEY")
+    _w3 = bot_web3(_cfg, bot.provider)
+    _registry = RegistryClient(_w3, required(_cfg, "registry"))
+    check_registry(_w3, _registry)
+    _readings = check_markets(_w3, _registry, FeedClient(_w3), _cfg.markets())
+    check_keeper_key(_registry, _key.address if _key else None, _key is None)
+    _histories = config_histories(_cfg)
+    check_histories(_cfg, _histories, _readings)
+    keeper = build_keeper(_cfg, _w3, _registry.address, _key, dry_run=False, histories=_histories)
+    if _cfg.metrics_port("keeper"):
+        serve(keeper.metrics, _cfg.metrics_port("keeper"))  # /metrics and /healthz
 _tick = NonOverlapping("keeper", keeper.tick)
 
 

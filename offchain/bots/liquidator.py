@@ -10,7 +10,11 @@ Per tick (one block):
    account is healthy again. Every transaction is simulated first (``TxSender``);
 3. a simulation that reverts because the account is healthy again or the position is gone means
    a rival (or the market) got there first: logged, not an error;
-4. an account whose liquidation keeps failing for another reason is **throttled**: skipped for
+4. **deleverage**: while the engine reports a deficit (bad debt left by a backstop, or an
+   insurance fund whose positions lost more than it holds), close the positions on the other
+   side of the fund's, largest unrealised profit times leverage first
+   (:mod:`offchain.bots.deleverager`), until the deficit is gone;
+5. an account whose liquidation keeps failing for another reason is **throttled**: skipped for
    ``throttle_blocks`` blocks, doubling at each further failure, so one bad account cannot eat
    every tick.
 
@@ -25,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from offchain import WAD
+from offchain.bots import deleverager
 from offchain.bots.metrics import BotMetrics
 from offchain.protocol.chain import Block, EngineClient, Health, Subaccount
 from offchain.protocol.tx_sender import SimulationReverted, TxFailed, TxSender
@@ -48,6 +53,7 @@ class LiquidatorConfig:
     max_rounds_per_account: int = 6  # partial liquidations of one account in one tick
     throttle_after: int = 3  # failures in a row before an account is throttled
     throttle_blocks: int = 10  # first throttle, in blocks; doubles each further failure
+    max_deleverages_per_tick: int = 20  # deleveraging calls per tick while there is a deficit
 
     def __post_init__(self) -> None:
         if self.max_actions_per_tick < 1 or self.max_rounds_per_account < 1:
@@ -95,6 +101,7 @@ class LiquidatorResult:
     scan: ScanResult
     liquidations: int = 0
     backstops: int = 0
+    deleverages: int = 0
     rivals: int = 0
     failures: int = 0
     throttled: list[Subaccount] = field(default_factory=list)
@@ -161,7 +168,44 @@ class Liquidator:
                 self._fail(account, block.number, str(exc))
                 continue
             self.throttles.pop(account, None)
+        self.deleverage(result)
         return result
+
+    def deleverage(self, result: LiquidatorResult) -> None:
+        """Recover the engine's deficit, best-ranked account first, until it is gone."""
+        targets = deleverager.plan(self.engine)
+        if not targets:
+            return
+        log.info(
+            "deficit %.2f USD: %d account(s) on the other side of the insurance fund",
+            self.engine.deficit() / WAD,
+            len(targets),
+        )
+        for target in targets[: self.config.max_deleverages_per_tick]:
+            who = f"{target.account.owner}/{target.account.subaccount}"
+            log.info(
+                "account %s: deleveraging market %d (size %.6f, profit %.2f USD, score %.4g)",
+                who,
+                target.market_id,
+                target.size / WAD,
+                target.pnl / WAD,
+                target.score / WAD,
+            )
+            data = self.engine.encode_deleverage(
+                target.account.owner, target.account.subaccount, target.market_id, abs(target.size)
+            )
+            try:
+                done = self._send(data, f"deleverage {who} market {target.market_id}")
+            except SimulationReverted as exc:
+                if any(r in exc.reason for r in deleverager.DONE_REASONS):
+                    log.info("deleverage %s: %s", who, exc.reason)
+                    continue
+                raise
+            if done:
+                result.deleverages += 1
+                self.metrics.liquidations.labels("deleverage").inc()
+            if self.dry_run or self.engine.deficit() == 0:
+                return
 
     def _fail(self, account: Subaccount, block: int, reason: str) -> None:
         throttle = self.throttles.setdefault(account, Throttle())
@@ -230,8 +274,8 @@ class Liquidator:
                 if size == 0:
                     continue
                 log.info(
-                    "account %s: equity %.2f USD < maintenance %.2f: liquidating market %d"
-                    " (size %.6f)",
+                    "account %s: equity %.2f USD < maintenance %.2f: liquidating in market %d"
+                    " (position %.6f; the engine closes what its partial rule allows)",
                     who,
                     current.equity / WAD,
                     current.maintenance / WAD,
@@ -253,6 +297,16 @@ class Liquidator:
                     return
                 result.liquidations += 1
                 self.metrics.liquidations.labels("liquidate").inc()
+                if not self.dry_run:
+                    after, _ = self.engine.position(account.owner, account.subaccount, market_id)
+                    log.info(
+                        "account %s: liquidated %.6f of %.6f in market %d (position now %.6f)",
+                        who,
+                        (abs(size) - abs(after)) / WAD,
+                        abs(size) / WAD,
+                        market_id,
+                        after / WAD,
+                    )
                 break
             if self.dry_run:
                 return

@@ -13,18 +13,36 @@ from typing import Any
 from ape import chain
 from silverback import SilverbackBot
 
-from offchain.bots._common import NonOverlapping, as_block, bot_config, bot_key, bot_web3
+from offchain.bots._common import (
+    NonOverlapping,
+    as_block,
+    bot_config,
+    bot_key,
+    bot_web3,
+    required,
+    startup,
+)
 from offchain.bots.builders import build_liquidator
 from offchain.bots.metrics import serve
+from offchain.bots.preflight import check_engine, check_liquidator_funds
+from offchain.protocol.chain import EngineClient
 
 bot = SilverbackBot()
-_cfg = bot_config()
-_w3 = bot_web3(_cfg, bot.provider)
-liquidator = build_liquidator(
-    _cfg, _w3, str(_cfg["engine"]), bot_key("DMM_LIQUIDATOR_KEY"), dry_run=False
-)
-if _cfg.get("metrics_port"):
-    serve(liquidator.metrics, int(_cfg["metrics_port"]))  # /metrics and the /healthz watchdog
+with startup("liquidator"):
+    _cfg = bot_config()
+    _key = bot_key("DMM_LIQUIDATOR_KEY")
+    _w3 = bot_web3(_cfg, bot.provider)
+    _engine = EngineClient(_w3, required(_cfg, "engine"))
+    check_engine(_w3, _engine, _cfg.file.registry)
+    check_liquidator_funds(
+        _engine,
+        _key.address if _key else None,
+        _cfg.liquidator_config().liquidator_subaccount,
+        _key is None,
+    )
+    liquidator = build_liquidator(_cfg, _w3, _engine.address, _key, dry_run=False)
+    if _cfg.metrics_port("liquidator"):
+        serve(liquidator.metrics, _cfg.metrics_port("liquidator"))  # /metrics and /healthz
 _tick = NonOverlapping("liquidator", liquidator.tick)
 
 

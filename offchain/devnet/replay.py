@@ -68,6 +68,25 @@ def to_answer(price: float, decimals: int) -> int:
     return round(price * 10**decimals)
 
 
+def scaled_paths(
+    feeds: FeedClient, targets: Sequence[str], prices: Sequence[float], base: float | None
+) -> dict[str, list[float]]:
+    """The path each feed replays: ``prices`` as they are (``base`` None), or as moves relative
+    to ``base`` applied to each feed's current price (so BTC and ETH feeds can replay one path
+    without a 20x jump that a keeper would refuse as a spike)."""
+    if base is None:
+        return {feed: [float(p) for p in prices] for feed in targets}
+    if not base > 0:
+        raise ValueError(f"cannot scale a path from a base price of {base}")
+    out = {}
+    for feed in targets:
+        current = feeds.latest(feed).price
+        if not current > 0:
+            raise ValueError(f"feed {feed} answers {current}: no price to replay moves from")
+        out[feed] = [current * float(p) / base for p in prices]
+    return out
+
+
 def replay(
     sender: TxSender,
     feeds: FeedClient,
@@ -75,14 +94,19 @@ def replay(
     interval: float = 1.0,
     on_step: Callable[[int, dict[str, SentTx]], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    before_step: Callable[[int], None] | None = None,
 ) -> list[dict[str, SentTx]]:
-    """Push ``paths[feed][i]`` into each feed at step ``i``; returns the mined transactions."""
+    """Push ``paths[feed][i]`` into each feed at step ``i``; returns the mined transactions.
+
+    ``before_step(i)`` runs before each step (the devnet moves its clock there)."""
     steps = {len(p) for p in paths.values()}
     if len(steps) != 1:
         raise ValueError("every feed needs the same number of prices")
     (n,) = steps
     out: list[dict[str, SentTx]] = []
     for i in range(n):
+        if before_step is not None:
+            before_step(i)
         mined: dict[str, SentTx] = {}
         for feed, path in paths.items():
             answer = to_answer(path[i], feeds.decimals(feed))
@@ -105,4 +129,4 @@ def replay(
     return out
 
 
-__all__ = ["CrashScenario", "crash_scenario", "replay", "to_answer"]
+__all__ = ["CrashScenario", "crash_scenario", "replay", "scaled_paths", "to_answer"]

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from offchain import WAD
+from offchain.protocol.deploy_config import DeploySpec, MarketSpec, MockFeed, MockToken
+from offchain.protocol.deploy_plan import ApeBackend, DeployRecord, execute, plan
 from offchain.protocol.margin_math import Guardrails, Tier
 
 USDC = 10**6
@@ -58,6 +60,33 @@ class DevnetMarket:
     oi_cap: int = 10**9 * WAD
 
 
+@dataclass(frozen=True)
+class DevnetGroup:
+    """A scenario group: its markets, the bound and step of each market's shocks (basis
+    points), the heartbeat and the portfolio parameters (WAD)."""
+
+    group_id: int
+    markets: tuple[int, ...]
+    max_shocks: tuple[int, ...]
+    max_steps: tuple[int, ...]
+    heartbeat: int = 7200
+    residual: int = 0
+    floor: int = WAD // 20
+    initial_ratio: int = 2 * WAD
+
+    def as_tuple(self) -> tuple:
+        """The contract's ``GroupConfig`` struct."""
+        return (
+            list(self.markets),
+            list(self.max_shocks),
+            list(self.max_steps),
+            self.heartbeat,
+            self.residual,
+            self.floor,
+            self.initial_ratio,
+        )
+
+
 @dataclass
 class System:
     """A deployed devnet: ape contract instances and the accounts that run it."""
@@ -70,6 +99,9 @@ class System:
     markets: list[DevnetMarket]
     exchange: Any
     keepers: list[str] = field(default_factory=list)
+    scenarios: Any = None
+    profiles: Any = None
+    relay: Any = None
 
     def feed_answer(self, price: float) -> int:
         return round(price * 10**FEED_DECIMALS)
@@ -114,12 +146,69 @@ class System:
         )
 
 
+def _address(actor: Any) -> str:
+    return str(getattr(actor, "address", actor))
+
+
+def devnet_spec(
+    markets: Sequence[DevnetMarket], keepers: Sequence[str], exchange: str, guardian: str
+) -> DeploySpec:
+    """The deployment of a devnet system: a mock token and one mock feed per market."""
+    return DeploySpec(
+        collateral=None,
+        mock_collateral=MockToken("USD Coin", "USDC", 6),
+        guardian=guardian,
+        keepers=list(keepers),
+        signer_threshold=1,
+        allow_single_signer=True,
+        exchanges=[exchange],
+        markets=[
+            MarketSpec(
+                market_id=m.market_id,
+                name=m.name,
+                tiers=list(m.tiers),
+                initial_ratio=m.initial_ratio,
+                guardrails=m.guardrails,
+                feed=None,
+                mock_feed=MockFeed(round(m.price * 10**FEED_DECIMALS), FEED_DECIMALS),
+                max_price_age=m.max_price_age,
+                price_band=m.price_band,
+                liquidation_fee=m.liquidation_fee,
+                liquidator_share=m.liquidator_share,
+                oi_cap=m.oi_cap,
+            )
+            for m in markets
+        ],
+    )
+
+
+def system_from_record(
+    project: Any, record: DeployRecord, owner: Any, exchange: Any, markets: Sequence[DevnetMarket]
+) -> System:
+    """ape contract instances of a deployed devnet system."""
+    return System(
+        owner=owner,
+        token=project.MockERC20.at(record.address("token")),
+        registry=project.RiskParameterRegistry.at(record.address("registry")),
+        engine=project.MarginEngine.at(record.address("engine")),
+        scenarios=project.ScenarioRegistry.at(record.address("scenarios")),
+        profiles=project.ProfileRegistry.at(record.address("profiles")),
+        relay=project.KeeperRelay.at(record.address("relay")),
+        feeds={
+            m.market_id: project.MockPriceFeed.at(record.address(f"feed:{m.market_id}"))
+            for m in markets
+        },
+        markets=list(markets),
+        exchange=exchange,
+    )
+
+
 def deploy_engine(
     project: Any, owner: Any, token: Any, registry: Any, decimals: int | None = None
 ) -> Any:
-    """Deploy the margin engine and its three parts (trades, liquidations, governance), and make
-    ``registry`` push every market change into it. ``owner`` owns both; ``decimals`` are the
-    collateral token's (read from ``token`` when not given)."""
+    """The margin engine and its three delegatecall parts over an existing registry, which then
+    pushes every market change into it (tests that build a system by hand). ``owner`` owns
+    both; ``decimals`` are the collateral's (read from ``token`` when not given)."""
     scale = 10 ** (18 - int(token.decimals() if decimals is None else decimals))
     trades = project.EngineTrades.deploy(token, scale, sender=owner)
     liquidations = project.EngineLiquidations.deploy(sender=owner)
@@ -138,55 +227,28 @@ def deploy_system(
     exchange: Any | None = None,
     guardian: Any | None = None,
     project: Any | None = None,
+    groups: Sequence[DevnetGroup] = (),
 ) -> System:
-    """Deploy token, one mock feed per market, registry and engine; configure and list every
-    market, authorise the keepers and the exchange (default: the owner)."""
+    """Deploy token, one mock feed per market, registry, engine, scenario and profile registries
+    and the keeper relay; configure and list every market and scenario group, authorise the
+    keepers and the exchange (default: the owner). The steps are those of a reviewed deployment
+    (``offchain/protocol/deploy_plan.py``), kept in memory."""
     if project is None:
         from ape import project as ape_project
 
         project = ape_project
-    token = project.MockERC20.deploy("USD Coin", "USDC", 6, sender=owner)
-    registry = project.RiskParameterRegistry.deploy(guardian or owner, sender=owner)
-    for keeper in keepers:
-        registry.add_keeper(keeper, sender=owner)
-    engine = deploy_engine(project, owner, token, registry)
-    feeds: dict[int, Any] = {}
-    for m in markets:
-        registry.configure_market(
-            m.market_id,
-            [(t.notional_floor, t.maintenance_rate) for t in m.tiers],
-            m.initial_ratio,
-            m.guardrails.as_tuple(),
-            sender=owner,
-        )
-        feed = project.MockPriceFeed.deploy(
-            FEED_DECIMALS, round(m.price * 10**FEED_DECIMALS), sender=owner
-        )
-        feeds[m.market_id] = feed
-        engine.add_market(
-            m.market_id,
-            (
-                feed.address,
-                m.max_price_age,
-                m.price_band,
-                m.liquidation_fee,
-                m.liquidator_share,
-                m.oi_cap,
-            ),
-            sender=owner,
-        )
     exchange = exchange or owner
-    engine.set_exchange(exchange, True, sender=owner)
-    return System(
-        owner=owner,
-        token=token,
-        registry=registry,
-        engine=engine,
-        feeds=feeds,
-        markets=list(markets),
-        exchange=exchange,
-        keepers=list(keepers),
+    spec = devnet_spec(
+        markets, [_address(k) for k in keepers], _address(exchange), _address(guardian or owner)
     )
+    backend = ApeBackend(project, owner, owner.provider.web3)
+    record = DeployRecord(spec.config_hash(), backend.chain_id(), backend.deployer)
+    execute(plan(spec), backend, record)
+    system = system_from_record(project, record, owner, exchange, markets)
+    system.keepers = list(keepers)
+    for g in groups:
+        system.scenarios.configure_group(g.group_id, g.as_tuple(), sender=owner)
+    return system
 
 
 __all__ = [
@@ -195,10 +257,13 @@ __all__ = [
     "DEVNET_TIERS",
     "FEED_DECIMALS",
     "USDC",
+    "DevnetGroup",
     "DevnetMarket",
     "System",
     "deploy_engine",
     "deploy_system",
+    "devnet_spec",
+    "system_from_record",
 ]
 
 

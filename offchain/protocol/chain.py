@@ -8,6 +8,7 @@ functions the bots need are in the ABIs below (the contracts' full ABIs live in 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -15,9 +16,10 @@ from typing import Any, TypeVar
 import requests
 from eth_abi import decode as abi_decode
 from eth_utils import to_checksum_address
-from web3 import Web3
-from web3.exceptions import ContractLogicError
+from web3 import HTTPProvider, Web3
+from web3.exceptions import BadFunctionCallOutput, ContractLogicError
 
+from offchain.protocol.abis import ENGINE_ABI, FEED_ABI, REGISTRY_ABI
 from offchain.protocol.margin_math import Guardrails, MarketState
 from offchain.protocol.signing import RiskUpdate
 
@@ -48,6 +50,25 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+def describe_unavailable(exc: BaseException) -> str:
+    """The short reason a node did not answer ("connection refused", "timed out"), not the
+    transport library's paragraph."""
+    text = str(exc)
+    for needle, short in (
+        ("Connection refused", "connection refused"),
+        ("timed out", "timed out"),
+        ("Name or service not known", "unknown host"),
+        ("Temporary failure in name resolution", "unknown host"),
+        ("No route to host", "no route to host"),
+        ("Connection reset", "connection reset"),
+        ("Connection aborted", "connection aborted"),
+        ("RemoteDisconnected", "connection closed by the node"),
+    ):
+        if needle in text:
+            return short
+    return " ".join(text.split())[:200]
+
+
 def rpc(fn: Callable[[], T]) -> T:
     """Run one RPC interaction, mapping transport failures to ``RpcUnavailable``."""
     try:
@@ -60,11 +81,60 @@ def rpc(fn: Callable[[], T]) -> T:
         raise
 
 
+class TrackedHTTPProvider(HTTPProvider):
+    """An HTTP provider that notes when the node last answered (any call, even an error reply),
+    so that a bot measures an outage from the last answer, not from its last good tick."""
+
+    last_answer: float | None = None
+
+    def make_request(self, method: Any, params: Any) -> Any:
+        response = super().make_request(method, params)
+        self.last_answer = time.monotonic()
+        return response
+
+    def make_batch_request(self, requests: Any) -> Any:
+        response = super().make_batch_request(requests)
+        self.last_answer = time.monotonic()
+        return response
+
+
 def connect(url: str, timeout: float = DEFAULT_TIMEOUT) -> Web3:
     """A ``Web3`` on an HTTP endpoint with a per-request timeout (no retries inside web3)."""
-    provider = Web3.HTTPProvider(url, request_kwargs={"timeout": timeout})
+    provider = TrackedHTTPProvider(url, request_kwargs={"timeout": timeout})
     provider.exception_retry_configuration = None
     return Web3(provider)
+
+
+def last_answer(w3: Any) -> float | None:
+    """``time.monotonic()`` of the node's last answer through ``w3`` (``None``: never, or not
+    a provider from :func:`connect`)."""
+    return getattr(getattr(w3, "provider", None), "last_answer", None)
+
+
+class CallFailed(RuntimeError):  # noqa: N818 - named for what happened
+    """A view call reverted, or the address does not hold the contract the call expects; the
+    message names the call and the address."""
+
+
+def _args_text(args: Sequence[Any]) -> str:
+    text = ", ".join(str(a) for a in args)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def call_view(contract: Any, kind: str, address: str, name: str, *args: Any) -> Any:
+    """``contract.functions.name(*args).call()`` through :func:`rpc`; a revert or an address
+    without that contract raises :class:`CallFailed` naming ``kind.name(args)`` and the address."""
+    try:
+        return rpc(lambda: getattr(contract.functions, name)(*args).call())
+    except ContractLogicError as exc:
+        raise CallFailed(
+            f"{kind}.{name}({_args_text(args)}) at {address} reverted: {revert_reason(exc)}"
+        ) from exc
+    except BadFunctionCallOutput as exc:
+        raise CallFailed(
+            f"{kind}.{name}({_args_text(args)}) at {address}: no answer (no {kind} contract"
+            " at that address on this chain?)"
+        ) from exc
 
 
 def revert_reason(exc: BaseException) -> str:
@@ -74,170 +144,6 @@ def revert_reason(exc: BaseException) -> str:
     if marker in text:
         text = text.split(marker, 1)[1]
     return text.strip()
-
-
-# ---------------------------------------------------------------------------------------------
-# ABIs (only what the bots use)
-
-
-def _param(name: str, typ: str, components: list[dict] | None = None) -> dict:
-    out: dict[str, Any] = {"name": name, "type": typ}
-    if components is not None:
-        out["components"] = components
-    return out
-
-
-def _fn(
-    name: str, inputs: Sequence[dict], outputs: Sequence[dict], mutability: str = "view"
-) -> dict:
-    return {
-        "type": "function",
-        "name": name,
-        "inputs": list(inputs),
-        "outputs": list(outputs),
-        "stateMutability": mutability,
-    }
-
-
-def _u(name: str = "") -> dict:
-    return _param(name, "uint256")
-
-
-def _i(name: str = "") -> dict:
-    return _param(name, "int256")
-
-
-def _a(name: str = "") -> dict:
-    return _param(name, "address")
-
-
-_GUARDRAILS = [
-    _u(n)
-    for n in (
-        "min_multiplier",
-        "max_multiplier",
-        "max_increase",
-        "max_decrease",
-        "min_decrease_interval",
-        "heartbeat",
-        "stale_multiplier",
-        "increase_ramp",
-        "max_funding_rate",
-    )
-]
-_MARKET_STATE = [
-    _u("target"),
-    _u("ramp_from"),
-    _i("funding_rate"),
-    _u("updated_at"),
-    _u("observed_at"),
-    _u("last_decrease_at"),
-]
-_RISK_UPDATE = [
-    _u("market_id"),
-    _u("multiplier"),
-    _i("funding_rate"),
-    _u("observed_at"),
-    _u("deadline"),
-    _param("model_hash", "bytes32"),
-]
-_SUBACCOUNT = [_a("owner"), _u("subaccount")]
-_HEALTH = [_i("equity"), _u("maintenance"), _u("initial"), _param("liquidatable", "bool")]
-_MARKET_CONFIG = [
-    _a("feed"),
-    _u("max_price_age"),
-    _u("price_band"),
-    _u("liquidation_fee"),
-    _u("liquidator_share"),
-    _u("oi_cap"),
-]
-
-REGISTRY_ABI = [
-    _fn("multiplier", [_u("market_id")], [_u()]),
-    _fn("target_multiplier", [_u("market_id")], [_u()]),
-    _fn("funding_rate", [_u("market_id")], [_i()]),
-    _fn("is_stale", [_u("market_id")], [_param("", "bool")]),
-    _fn("is_configured", [_u("market_id")], [_param("", "bool")]),
-    _fn("last_update", [_u("market_id")], [_u(), _u()]),
-    _fn("market_state", [_u("market_id")], [_param("", "tuple", _MARKET_STATE)]),
-    _fn("guardrails", [_u("market_id")], [_param("", "tuple", _GUARDRAILS)]),
-    _fn("tiers", [_u("market_id")], [_param("", "tuple[]", [_u("notional_floor"), _u("rate")])]),
-    _fn("paused", [], [_param("", "bool")]),
-    _fn("signer_threshold", [], [_u()]),
-    _fn("is_keeper", [_a("signer")], [_param("", "bool")]),
-    _fn(
-        "submit_updates",
-        [
-            _param("updates", "tuple[]", _RISK_UPDATE),
-            _param("signatures", "bytes[]"),
-        ],
-        [],
-        "nonpayable",
-    ),
-    {
-        "type": "event",
-        "name": "RiskUpdated",
-        "anonymous": False,
-        "inputs": [
-            {**_u("market_id"), "indexed": True},
-            {**_u("old_multiplier"), "indexed": False},
-            {**_u("new_multiplier"), "indexed": False},
-            {**_i("old_funding_rate"), "indexed": False},
-            {**_i("new_funding_rate"), "indexed": False},
-            {**_u("observed_at"), "indexed": False},
-            {**_param("model_hash", "bytes32"), "indexed": False},
-        ],
-    },
-]
-
-ENGINE_ABI = [
-    _fn("accounts_with_positions_count", [], [_u()]),
-    _fn(
-        "accounts_with_positions",
-        [_u("start"), _u("limit")],
-        [_param("", "tuple[]", _SUBACCOUNT)],
-    ),
-    _fn("users_to_liquidate", [_u("start"), _u("limit")], [_param("", "tuple[]", _SUBACCOUNT)]),
-    _fn(
-        "health_batch",
-        [_param("owners", "address[]"), _param("subaccounts", "uint256[]")],
-        [_param("", "tuple[]", _HEALTH)],
-    ),
-    _fn("account_health", [_a("owner"), _u("subaccount")], [_i(), _u(), _u()]),
-    _fn("is_liquidatable", [_a("owner"), _u("subaccount")], [_param("", "bool")]),
-    _fn("markets_of", [_a("owner"), _u("subaccount")], [_param("", "uint256[]")]),
-    _fn("position", [_a("owner"), _u("subaccount"), _u("market_id")], [_i(), _i()]),
-    _fn("collateral_of", [_a("owner"), _u("subaccount")], [_i()]),
-    _fn("insurance_fund", [], [_u()]),
-    _fn("bad_debt", [], [_u()]),
-    _fn("open_interest", [_u("market_id")], [_u()]),
-    _fn("mark_price", [_u("market_id")], [_u(), _param("", "bool")]),
-    _fn("market_config", [_u("market_id")], [_param("", "tuple", _MARKET_CONFIG)]),
-    _fn(
-        "liquidate",
-        [_a("owner"), _u("subaccount"), _u("market_id"), _u("size"), _u("liquidator_subaccount")],
-        [_u()],
-        "nonpayable",
-    ),
-    _fn("backstop", [_a("owner"), _u("subaccount")], [], "nonpayable"),
-]
-
-FEED_ABI = [
-    _fn("decimals", [], [_param("", "uint8")]),
-    _fn(
-        "latestRoundData",
-        [],
-        [
-            _param("roundId", "uint80"),
-            _i("answer"),
-            _u("startedAt"),
-            _u("updatedAt"),
-            _param("answeredInRound", "uint80"),
-        ],
-    ),
-    _fn("set_answer", [_i("answer")], [], "nonpayable"),
-    _fn("set_round", [_i("answer"), _u("updated_at")], [], "nonpayable"),
-]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,14 +224,14 @@ class FeedClient:
     def decimals(self, feed: str) -> int:
         key = to_checksum_address(feed)
         if key not in self._decimals:
-            self._decimals[key] = int(rpc(lambda: self._contract(key).functions.decimals().call()))
+            self._decimals[key] = int(call_view(self._contract(key), "feed", key, "decimals"))
         return self._decimals[key]
 
     def latest(self, feed: str) -> FeedReading:
         """The feed's latest round."""
         decimals = self.decimals(feed)
-        round_id, answer, _, updated_at, _ = rpc(
-            lambda: self._contract(feed).functions.latestRoundData().call()
+        round_id, answer, _, updated_at, _ = call_view(
+            self._contract(feed), "feed", to_checksum_address(feed), "latestRoundData"
         )
         return FeedReading(
             feed=to_checksum_address(feed),
@@ -351,7 +257,7 @@ class RegistryClient:
         self.contract = w3.eth.contract(address=self.address, abi=REGISTRY_ABI)
 
     def _call(self, name: str, *args: Any) -> Any:
-        return rpc(lambda: getattr(self.contract.functions, name)(*args).call())
+        return call_view(self.contract, "registry", self.address, name, *args)
 
     def market_state(self, market_id: int) -> MarketState:
         return MarketState(*self._call("market_state", market_id))
@@ -383,6 +289,10 @@ class RegistryClient:
 
     def signer_threshold(self) -> int:
         return int(self._call("signer_threshold"))
+
+    def domain_name(self) -> str:
+        """The EIP-712 domain name (``DynamicMarginRiskRegistry`` for a registry)."""
+        return str(self._call("eip712Domain")[1])
 
     def is_keeper(self, signer: str) -> bool:
         return bool(self._call("is_keeper", to_checksum_address(signer)))
@@ -417,10 +327,13 @@ class EngineClient:
         self.contract = w3.eth.contract(address=self.address, abi=ENGINE_ABI)
 
     def _call(self, name: str, *args: Any) -> Any:
-        return rpc(lambda: getattr(self.contract.functions, name)(*args).call())
+        return call_view(self.contract, "engine", self.address, name, *args)
 
     def count(self) -> int:
         return int(self._call("accounts_with_positions_count"))
+
+    def registry_address(self) -> str:
+        return to_checksum_address(self._call("REGISTRY"))
 
     def _batch_call(self, name: str, arg_lists: Sequence[tuple], out_types: list[str]) -> list:
         """Many ``eth_call``s of one view in one JSON-RPC batch; decoded results in order."""
@@ -489,6 +402,31 @@ class EngineClient:
     def bad_debt(self) -> int:
         return int(self._call("bad_debt"))
 
+    def deficit(self) -> int:
+        """Bad debt plus the insurance fund's negative equity: what deleveraging recovers."""
+        return int(self._call("deficit"))
+
+    def mark_price(self, market_id: int) -> tuple[int, bool]:
+        price, fresh = self._call("mark_price", market_id)
+        return int(price), bool(fresh)
+
+    def trailing_volume(self, owner: str) -> int:
+        return int(self._call("trailing_volume", owner))
+
+    def premium_accumulator(self, market_id: int) -> tuple[int, int]:
+        """(cumulative notional x premium, cumulative notional), USD WAD."""
+        weighted, notional = self._call("premium_accumulator", market_id)
+        return int(weighted), int(notional)
+
+    def positions(self, accounts: Sequence[Subaccount], market_id: int) -> list[tuple[int, int]]:
+        """(size, open notional) of many subaccounts in one market, one batched round trip."""
+        rows = self._batch_call(
+            "position",
+            [(a.owner, a.subaccount, market_id) for a in accounts],
+            ["int256", "int256"],
+        )
+        return [(int(size), int(notional)) for size, notional in rows]
+
     def market_feed(self, market_id: int) -> str:
         return to_checksum_address(self._call("market_config", market_id)[0])
 
@@ -503,8 +441,21 @@ class EngineClient:
         )
         return bytes.fromhex(data.removeprefix("0x"))
 
+    def events(self, name: str, from_block: int, to_block: int | str = "latest") -> list[dict]:
+        """``Liquidation`` or ``Backstop`` logs in a block range, oldest first, as dicts."""
+        logs = rpc(
+            lambda: getattr(self.contract.events, name)().get_logs(
+                from_block=from_block, to_block=to_block
+            )
+        )
+        return [{**dict(log["args"]), "block_number": int(log["blockNumber"])} for log in logs]
+
     def encode_backstop(self, owner: str, subaccount: int) -> bytes:
         data = self.contract.encode_abi("backstop", args=[owner, subaccount])
+        return bytes.fromhex(data.removeprefix("0x"))
+
+    def encode_deleverage(self, owner: str, subaccount: int, market_id: int, size: int) -> bytes:
+        data = self.contract.encode_abi("deleverage", args=[owner, subaccount, market_id, size])
         return bytes.fromhex(data.removeprefix("0x"))
 
 
@@ -514,6 +465,7 @@ __all__ = [
     "FEED_ABI",
     "REGISTRY_ABI",
     "Block",
+    "CallFailed",
     "EngineClient",
     "FeedClient",
     "FeedReading",
@@ -521,8 +473,11 @@ __all__ = [
     "RegistryClient",
     "RpcUnavailable",
     "Subaccount",
+    "call_view",
     "connect",
+    "describe_unavailable",
     "is_transient",
+    "last_answer",
     "latest_block",
     "revert_reason",
     "rpc",

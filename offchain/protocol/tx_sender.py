@@ -36,11 +36,15 @@ MIN_BUMP_EIGHTHS = 1  # a replacement raises each fee by at least 1/8 = 12.5%
 
 
 class SimulationReverted(RuntimeError):  # noqa: N818 - named for what happened
-    """``eth_call`` reverted: the transaction would fail, so it was not sent."""
+    """``eth_call`` reverted: the transaction would fail, so it was not sent. ``reason`` is the
+    contract's revert string; the message also names the call (its label) and the address."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
+    def __init__(self, reason: str, label: str = "", to: str = "") -> None:
+        where = f"{label or 'call'} to {to}: " if to else (f"{label}: " if label else "")
+        super().__init__(f"{where}reverted in simulation: {reason}" if where else reason)
         self.reason = reason
+        self.label = label
+        self.to = to
 
 
 class TxFailed(RuntimeError):  # noqa: N818 - named for what happened
@@ -205,17 +209,20 @@ class TxSender:
 
     # -- simulation ---------------------------------------------------------------------
 
-    def simulate(self, to: str, data: bytes) -> int:
+    def simulate(self, to: str, data: bytes, label: str = "") -> int:
         """``eth_call`` then ``eth_estimateGas``; returns the gas estimate.
 
-        Raises ``SimulationReverted`` (with the revert reason) when the call would revert.
+        Raises ``SimulationReverted`` (with the revert reason, the label and the address) when
+        the call would revert.
         """
         tx: Any = {"from": self.address, "to": to, "data": data}
         try:
             self.retry("simulation", lambda: self.w3.eth.call(tx, "latest"))
             return int(self.retry("gas estimate", lambda: self.w3.eth.estimate_gas(tx)))
         except (ContractLogicError, Web3RPCError) as exc:
-            raise SimulationReverted(revert_reason(exc)) from exc
+            raise SimulationReverted(
+                revert_reason(exc), label, Web3.to_checksum_address(to)
+            ) from exc
 
     # -- fees ---------------------------------------------------------------------------
 
@@ -286,7 +293,7 @@ class TxSender:
         Returns the mined transaction. Raises ``SimulationReverted`` (nothing sent),
         ``TxFailed`` (mined and reverted, or nonce taken), ``TxTimeout`` or ``RpcUnavailable``.
         """
-        gas = self.simulate(to, data)
+        gas = self.simulate(to, data, label)
         gas_limit = gas * (100 + self.config.gas_margin_percent) // 100
         _, nonce = self.nonces()
         max_fee, tip = self.initial_fees()
@@ -336,7 +343,9 @@ class TxSender:
                                 label, receipt, h, nonce, fees[h], hashes, fees[hashes[0]]
                             )
                     if self._clock() > grace:
-                        raise TxFailed(f"{label}: nonce {nonce} was used by another transaction")
+                        raise TxFailed(
+                            f"{label} to {tx['to']}: nonce {nonce} was used by another transaction"
+                        )
                     self._sleep(self.config.poll_interval)
             if self._clock() - started > self.config.receipt_timeout:
                 raise TxTimeout(
@@ -404,7 +413,10 @@ class TxSender:
             first_priority_fee=first[1],
         )
         if int(receipt["status"]) != 1:
-            raise TxFailed(f"{label}: {tx_hash} reverted on-chain in block {sent.block_number}")
+            raise TxFailed(
+                f"{label} to {receipt.get('to') or '?'}: {tx_hash} reverted on-chain in block"
+                f" {sent.block_number}"
+            )
         log.info(
             "%s mined: %s block %d gas %d cost %.6f ETH%s",
             label,

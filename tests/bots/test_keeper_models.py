@@ -129,10 +129,11 @@ def _markets():
 
 
 def test_risk_model__calibrated_by_default_rates_read_once_on_first_use():
+    from offchain.bots.bot_config import parse_config
     from offchain.bots.builders import risk_model
 
     registry = _Registry()
-    model = risk_model({}, registry, _markets())
+    model = risk_model(parse_config({}), registry, _markets())
     assert isinstance(model, CalibratedRiskModel)
     assert registry.calls == []  # nothing read at start-up
     times, prices = _walk(800, 0.01)
@@ -143,11 +144,14 @@ def test_risk_model__calibrated_by_default_rates_read_once_on_first_use():
 
 def test_risk_model__ewma_and_unknown_kind():
 
+    from offchain.bots.bot_config import parse_config
     from offchain.bots.builders import ConfigError, risk_model
 
-    model = risk_model({"kind": "ewma", "lam": 0.9}, _Registry(), _markets())
-    assert model == EwmaRiskModel(lam=0.9)
-    with pytest.raises(ConfigError, match="unknown model kind 'garch'"):
-        risk_model({"kind": "garch"}, _Registry(), _markets())
-    with pytest.raises(ConfigError, match="lam"):
-        risk_model({"lam": 0.9}, _Registry(), _markets())
+    def build(model: dict):
+        return risk_model(parse_config({"model": model}), _Registry(), _markets())
+
+    assert build({"kind": "ewma", "lam": 0.9}) == EwmaRiskModel(lam=0.9)
+    with pytest.raises(ConfigError, match="model: kind 'garch' is not one of 'calibrated', 'ewma'"):
+        build({"kind": "garch"})
+    with pytest.raises(ConfigError, match=r"model\.lam: unknown key"):
+        build({"lam": 0.9})  # the calibrated model (the default) has no lam

@@ -42,7 +42,7 @@ def test_scan__lists_liquidatable_worst_first(engine_client, underwater):
     assert result.liquidatable[0].equity < 0 < result.liquidatable[1].equity
 
 
-def test_tick__liquidates_until_none_left(w3, engine_client, underwater, system):
+def test_tick__liquidates_until_none_left(w3, engine_client, underwater, system, maker):
     _, bot = underwater
 
     result = bot.tick(latest_block(w3))
@@ -52,7 +52,38 @@ def test_tick__liquidates_until_none_left(w3, engine_client, underwater, system)
     assert scan(engine_client).liquidatable == []
     trader = underwater[0]
     assert system.engine.markets_of(trader, 1) == []  # the underwater one was backstopped
-    assert system.engine.bad_debt() > 0  # no insurance fund here: its shortfall is bad debt
+    # No insurance fund here: the backstop's shortfall became bad debt, and the bot then
+    # deleveraged the other side (the maker's short) until the deficit was gone.
+    [backstop] = system.engine.Backstop.range(0, w3.eth.block_number + 1)
+    assert backstop.bad_debt > 0
+    assert result.deleverages >= 1
+    [adl, *_] = system.engine.Deleveraged.range(0, w3.eth.block_number + 1)
+    assert adl.owner == maker.address and adl.transfer > 0  # the only short: the maker
+    assert system.engine.deficit() == 0 and system.engine.bad_debt() == 0
+
+
+def test_tick__log_names_the_amount_closed_not_the_position(
+    w3, system, maker, traders, accounts, make_liquidator, advance, engine_client, caplog
+):
+    trader, bot = traders[2], make_liquidator(subaccount=1)
+    system.fund(maker, 1_000_000 * USDC)
+    system.fund(accounts[bot.sender.address], 500_000 * USDC, subaccount=1)
+    system.fund(trader, 10_000 * USDC)
+    position = int(10_000 * 11.0 / BTC * WAD)  # 11x: unhealthy after -7.5%, not underwater
+    system.trade(MARKET_BTC, maker, trader, position, BTC)
+    advance(60)
+    system.set_price(MARKET_BTC, BTC * 0.925)
+    start = latest_block(w3).number + 1
+
+    bot.tick(latest_block(w3))
+
+    (event,) = [e for e in engine_client.events("Liquidation", start) if e["owner"] == trader]
+    closed = abs(event["size"])
+    assert 0 < closed < position  # the partial rule closed part of it
+    assert (
+        f"liquidated {closed / WAD:.6f} of {position / WAD:.6f} in market 1"
+        f" (position now {(position - closed) / WAD:.6f})" in caplog.text
+    )
 
 
 def test_resolve__rival_first_is_not_an_error(w3, engine_client, underwater, system, caplog):
