@@ -23,6 +23,7 @@ from eth_account import Account
 from bench.results import print_table, record
 from offchain import WAD
 from offchain.devnet.system import DEVNET_GUARDRAILS, DEVNET_TIERS, deploy_engine
+from offchain.protocol.portfolio_math import pack_shocks
 from offchain.protocol.signing import RiskUpdate, ScenarioUpdate, sign_batch
 
 TIERS = [(t.notional_floor, t.maintenance_rate) for t in DEVNET_TIERS]
@@ -39,11 +40,6 @@ GOALS = {
     "gas_is_liquidatable_4_positions_portfolio": 142_895,
     "gas_liquidate_1_position": 150_000,
 }
-
-
-def pack_shocks(shocks: list[int]) -> int:
-    """Scenario k's int16 basis points in bits 16k .. 16k + 15 (two's complement)."""
-    return sum((z & 0xFFFF) << (16 * k) for k, z in enumerate(shocks))
 
 
 def shock_rows(n_markets: int, k: int, shift: int = 0) -> list[list[int]]:

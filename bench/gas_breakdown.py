@@ -26,6 +26,7 @@ from eth_account import Account
 
 from offchain import WAD
 from offchain.devnet.system import DEVNET_GUARDRAILS, DEVNET_TIERS
+from offchain.protocol.portfolio_math import pack_shocks
 from offchain.protocol.signing import RiskUpdate, ScenarioUpdate, sign_batch
 
 CONTRACTS = Path(__file__).resolve().parents[1] / "contracts"
@@ -106,10 +107,6 @@ def _name_slot(slot: int, bases: dict[int, str], depth: int = 0) -> str:
     return f"slot {hex(slot)[:10]}"
 
 
-def _pack(shocks: list[int]) -> int:
-    return sum((z & 0xFFFF) << (16 * k) for k, z in enumerate(shocks))
-
-
 @dataclass
 class Deployed:
     engine: object
@@ -172,7 +169,9 @@ def deploy() -> Deployed:
         [sign_batch(updates, KEEPER.key, chain_id, registry.address)],
     )
     rows = [[(-1) ** (j + i) * (300 + 97 * j + 131 * i) for j in range(16)] for i in range(4)]
-    update = ScenarioUpdate(1, 16, tuple(_pack(r) for r in rows), now - 1, now + 600, b"\x5a" * 32)
+    update = ScenarioUpdate(
+        1, 16, tuple(pack_shocks(r) for r in rows), now - 1, now + 600, b"\x5a" * 32
+    )
     signature = sign_batch([update], KEEPER.key, chain_id, scenarios.address)
     scenarios.submit_scenarios([update.as_tuple()], [signature])
     for who in (maker, tiered, portfolio, victim, liquidator):

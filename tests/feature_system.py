@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from offchain.devnet.system import deploy_engine
+from offchain.protocol.portfolio_math import pack_shocks
 from offchain.protocol.signing import (
     ProfileUpdate,
     RiskUpdate,
@@ -38,19 +39,6 @@ GROUP_INITIAL_RATIO = 3 * WAD // 2
 PROFILE_HEARTBEAT = 86_400
 MODEL_HASH = b"\x5c" * 32
 SCENARIO_REGISTRY_KIND, PROFILE_REGISTRY_KIND = 1, 2
-
-
-def pack_shocks(shocks: Sequence[int]) -> int:
-    """One market's shocks as the registry's word: scenario ``k``'s int16 basis points in bits
-    ``16k .. 16k + 15`` (two's complement).
-
-    The test-side twin of ``tests/engine/reference.unpack_shocks`` until the protocol package's
-    portfolio module lands."""
-    word = 0
-    for k, z in enumerate(shocks):
-        assert -(2**15) <= z < 2**15, z
-        word |= (z & 0xFFFF) << (16 * k)
-    return word
 
 
 def group_config(
