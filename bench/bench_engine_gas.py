@@ -176,6 +176,13 @@ def measure() -> dict[str, int]:
     assert engine.is_liquidatable(victim, 3)
     receipt = engine.liquidate(victim, 3, 5, WAD, 0, sender=liquidator)
     results["gas_liquidate_1_position"] = receipt.gas_used
+    # The same into the liquidator subaccount that now holds the market (no new position, no
+    # new entry in the list of accounts with positions).
+    engine.deposit(6, 750 * USDC, sender=victim)
+    engine.settle_trade(5, maker, 0, victim, 6, WAD // 2, 59_000 * WAD, sender=exchange)
+    feeds[5].set_answer(58_000 * 10**8, sender=owner)  # equity 250 < maintenance 290
+    receipt = engine.liquidate(victim, 6, 5, WAD, 0, sender=liquidator)
+    results["gas_liquidate_1_position_liquidator_holds_market"] = receipt.gas_used
 
     # Backstop of a one-position account below zero equity (the 100 USD fund covers part of
     # it: bad debt), then one ADL step against the opposite short, an account of one position.
