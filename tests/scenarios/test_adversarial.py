@@ -12,6 +12,9 @@ from eth_account import Account
 from offchain.protocol.signing import sign_batch, to_high_s
 from tests.feature_system import (
     GROUP,
+    MARKET_BTC,
+    MARKET_ETH,
+    MARKET_XRP,
     MAX_SHOCKS,
     MAX_STEPS,
     SCENARIO_HEARTBEAT,
@@ -248,3 +251,25 @@ def test_submit_scenarios__lowered_bound_starts_afresh(scenarios, submit, chain,
     afresh = [[-1_000, 1_000], [0, 0], [0, 0]]  # 3,500 bps from the old shocks, step 1,000
     landed_with(submit, chain, afresh)
     assert scenarios.group(GROUP)[1].shocks[0] == pack_shocks(afresh[0])
+
+
+def test_submit_scenarios__replayed_after_a_reconfiguration(
+    scenarios, engine, submit, chain, keeper, owner
+):
+    """A landed batch stays spent when governance reconfigures its group. Its words are per
+    market position: relayed again on the group reconfigured with XRP in SOL's place, it would
+    give XRP the shocks the keepers signed for SOL."""
+    update = scenario_update(chain.pending_timestamp, ROWS)
+    signature = sign(scenarios, chain, [update], keeper)
+    submit([update], signatures=[signature])
+    scenarios.configure_group(
+        GROUP, group_config(markets=(MARKET_BTC, MARKET_ETH, MARKET_XRP)), sender=owner
+    )
+    chain.mine(deltatime=60)
+    with ape.reverts("scenarios: observed_at not after the last update"):
+        submit([update], signatures=[signature])
+    assert engine.market_scenarios(MARKET_XRP) == (GROUP, 0)
+    # The keepers' next observation applies to the group as it now is.
+    fresh = scenario_update(chain.pending_timestamp, ROWS)
+    submit([fresh])
+    assert engine.market_scenarios(MARKET_XRP) == (GROUP, pack_shocks(ROWS[2]))
