@@ -46,10 +46,10 @@ from offchain.protocol.margin_math import Guardrails, Tier, validate_guardrails,
 
 # Bounds the contracts enforce (MarginEngine.vy / RiskParameterRegistry.vy constants and asserts;
 # tests/protocol/test_deploy_config.py reads them back from the sources).
-MAX_MARKET_ID = 2**32 - 1
+MAX_MARKET_ID = 2**24 - 1
 ENGINE_MAX_PRICE_BAND = 2 * 10**17
 ENGINE_MAX_LIQUIDATION_FEE = 2 * 10**17
-ENGINE_MAX_PRICE_AGE = 2**40 - 1
+ENGINE_MAX_PRICE_AGE = 2**32 - 1
 MAX_SIGNATURES = 8
 MAX_INITIAL_RATIO = 2**120 - 1
 MAX_PRICE_BOUND_WAD = 2**128 - 1

@@ -16,6 +16,7 @@ from offchain.protocol.deploy_plan import (
     DeployRecordError,
     DeployStepError,
     Ref,
+    TokenScale,
     create_address,
     execute,
     plan,
@@ -71,6 +72,11 @@ class FakeChain:
             self.state[("is_configured", address, args[0])] = True
         if fn == "set_exchange":
             self.state[("is_exchange", address, args[0])] = True
+        if fn == "set_engine":
+            self.state[("engine", address)] = args[0]
+        if fn == "set_push_registry":
+            view = "scenario_registry" if args[0] == 1 else "profile_registry"
+            self.state[(view, address)] = args[1]
         self._crash_after_send()
         return f"0x{len(self.sent):064x}"
 
@@ -79,6 +85,8 @@ class FakeChain:
             raise KeyboardInterrupt  # the process dies after the node took the transaction
 
     def view(self, contract: str, address: str, fn: str, args: Any) -> Any:
+        if fn == "decimals":
+            return 6  # the collateral: a 6-decimal token
         return self.state.get((fn, address, *args), 1 if fn == "signer_threshold" else False)
 
 
@@ -94,13 +102,29 @@ def test_create_address__matches_the_devnet_first_contract():
 
 def test_plan__steps_in_dependency_order(spec):
     keys = [s.key for s in plan(spec)]
-    assert keys[0] == "registry" and keys[4] == "signer_threshold" and keys[5] == "engine"
-    assert keys.index("market:1:registry") < keys.index("market:1:engine")
+    assert keys[0] == "registry" and keys[4] == "signer_threshold"
+    # The engine's parts, the engine, then the registry's push into it; then the registries
+    # that push accounts' risk into it and the relay; only then are markets listed.
+    assert keys[5:14] == [
+        "engine:trades",
+        "engine:liquidations",
+        "engine:governance",
+        "engine",
+        "engine:push",
+        "scenarios",
+        "profiles",
+        "engine:scenarios",
+        "engine:profiles",
+    ]
+    assert keys.index("relay") < keys.index("market:1:registry") < keys.index("market:1:engine")
     assert "market:1:price_bounds" in keys and "market:2:price_bounds" not in keys
     assert keys[-1] == "exchange:0x4444444444444444444444444444444444444444"
     engine = next(s for s in plan(spec) if s.key == "engine")
-    assert engine.args == (spec.collateral, Ref("registry"))
-    assert len(STEP_BUILDERS) == 5  # a new contract is one more builder
+    parts = (Ref("engine:trades"), Ref("engine:liquidations"), Ref("engine:governance"))
+    assert engine.args == (spec.collateral, Ref("registry"), *parts)
+    trades = next(s for s in plan(spec) if s.key == "engine:trades")
+    assert trades.args == (spec.collateral, TokenScale(spec.collateral))
+    assert len(STEP_BUILDERS) == 6  # a new contract is one more builder
 
 
 def test_execute__fresh_deployment_records_every_step(spec, tmp_path):
@@ -120,21 +144,23 @@ def test_execute__fresh_deployment_records_every_step(spec, tmp_path):
 
 def test_execute__failure_keeps_what_was_done_and_a_rerun_resumes(spec, tmp_path):
     path = tmp_path / "r.json"
-    broken = FakeChain(fail_at=7)
+    at = [s.key for s in plan(spec)].index("market:1:engine")  # one transaction per step
+    broken = FakeChain(fail_at=at)
     record = DeployRecord.open(path, spec.config_hash(), 11155111, DEPLOYER)
     with pytest.raises(DeployStepError) as excinfo:
         execute(plan(spec), broken, record)
     message = str(excinfo.value)
     assert "step 'market:1:engine' (MarginEngine.add_market at 0x" in message
-    assert "registry: tier rates decreasing; the 7 step(s) done are kept in" in message
-    assert len(json.loads(path.read_text())["steps"]) == 7
+    assert f"registry: tier rates decreasing; the {at} step(s) done are kept in" in message
+    assert len(json.loads(path.read_text())["steps"]) == at
 
     broken.fail_at = None  # fixed; the same command again
     resumed = DeployRecord.open(path, spec.config_hash(), 11155111, DEPLOYER)
     execute(plan(spec), broken, resumed)
 
     assert len(broken.sent) == len(plan(spec))  # nothing deployed or sent twice
-    assert [s[0] for s in broken.sent].count("deploy") == 2
+    deploys = sum(s.kind == "deploy" for s in plan(spec))
+    assert [s[0] for s in broken.sent].count("deploy") == deploys
 
 
 def test_execute__complete_record_sends_nothing(spec, tmp_path):

@@ -52,8 +52,16 @@ def runner() -> CliRunner:
     return CliRunner(mix_stderr=False)
 
 
+def one_line(stderr: str, error: str) -> bool:
+    """stderr is that one error line (usage errors add a pointer to the command's help)."""
+    text = stderr.strip()
+    return text.count("\n") == 0 and (
+        text == error or text == f"{error} (see dmm backtest-portfolio --help)"
+    )
+
+
 def args_for(paths: list[Path]) -> list[str]:
-    out = ["backtest-portfolio"]
+    out = ["-q", "backtest-portfolio"]  # quiet: stderr holds the error line alone
     for p in paths:
         out += ["--prices", str(p)]
     return out
@@ -122,24 +130,24 @@ def test_backtest_portfolio__window_outside_the_data_is_one_line(runner, pair):
 def test_backtest_portfolio__one_file_is_one_line(runner, pair):
     result = runner.invoke(main, args_for(pair[:1]))
     assert result.exit_code == 2
-    assert result.stderr.strip() == "Error: need --prices for two markets or more, got 1"
+    assert one_line(result.stderr, "Error: need --prices for two markets or more, got 1")
 
 
 def test_backtest_portfolio__missing_file_is_one_line(runner, pair, tmp_path):
     result = runner.invoke(main, args_for([pair[0], tmp_path / "nope.csv"]))
     assert result.exit_code == 2
-    assert result.stderr.strip() == f"Error: --prices {tmp_path / 'nope.csv'}: no such file"
+    assert one_line(result.stderr, f"Error: --prices {tmp_path / 'nope.csv'}: no such file")
 
 
 def test_backtest_portfolio__no_common_hours_is_one_line(runner, tmp_path):
     apart = write_pair(tmp_path, 50, offset_hours=100)
     result = runner.invoke(main, args_for(apart))
     assert result.exit_code == 2
-    assert result.stderr.strip() == "Error: the price files share no hour"
+    assert one_line(result.stderr, "Error: the price files share no hour")
     assert "Traceback" not in result.stderr
 
 
 def test_backtest_portfolio__same_market_twice_is_one_line(runner, pair):
     result = runner.invoke(main, args_for([pair[0], pair[0]]))
     assert result.exit_code == 2
-    assert result.stderr.strip() == "Error: the same market twice: BTC, BTC"
+    assert one_line(result.stderr, "Error: the same market twice: BTC, BTC")
