@@ -7,12 +7,15 @@ account cold:
 
 - ``is_liquidatable`` of 4 positions in 4 markets outside any group;
 - ``is_liquidatable`` of 4 positions of one group with K = 16 scenarios in force;
-- ``liquidate`` of a one-position account into a liquidator subaccount without positions.
+- ``liquidate`` of a one-position account into a liquidator subaccount without positions;
+- ``submit_scenarios`` overwriting a 4-market group's 16 scenarios (1 signer).
 
 For each it prints the execution gas (the 21,000 intrinsic and the calldata excluded), storage
-reads and writes by variable (cold and warm), calls and the callees' own execution, logs, and the
-engine's computation by opcode. An opcode's own cost is the gas it took less what its child call
-used, so the rows add up to the whole execution.
+reads (cold, warm) and writes (new slot, changed, unchanged) by variable of the traced contract,
+calls and the callees' own execution, logs, and the traced contract's computation by opcode. An
+opcode's own cost is the gas it took less what its child call used, so the rows add up to the
+whole execution. Before each trace the earlier changes are locked in and every slot and account
+is cold, as at the start of a transaction.
 """
 
 from __future__ import annotations
@@ -86,18 +89,21 @@ def _install() -> None:
 
 
 def _slot_names(layout: dict) -> dict[int, str]:
-    return {
-        item["slot"]: name
-        for module in layout["storage_layout"].values()
-        for name, item in module.items()
-    }
+    """Base slot -> variable name, for variables of the contract and of its modules."""
+    names = {}
+    for name, item in layout["storage_layout"].items():
+        if "slot" in item:
+            names[item["slot"]] = name
+        else:
+            names.update({v["slot"]: n for n, v in item.items() if "slot" in v})
+    return names
 
 
 def _name_slot(slot: int, bases: dict[int, str], depth: int = 0) -> str:
     """The variable a slot belongs to, from the keccak preimages the run produced."""
     if slot in bases and depth:
         return bases[slot]
-    for offset in range(9):  # arrays and structs inside a mapping value (tiers[m][i])
+    for offset in range(min(64, slot + 1)):  # arrays and structs inside a mapping value
         preimage = boa.env.sha3_trace.get((slot - offset).to_bytes(32, "big"))
         if preimage is not None:
             name = _name_slot(int.from_bytes(preimage[:32], "big"), bases, depth + 1)
@@ -110,6 +116,7 @@ def _name_slot(slot: int, bases: dict[int, str], depth: int = 0) -> str:
 @dataclass
 class Deployed:
     engine: object
+    scenarios: object
     feeds: dict
     tiered: str
     portfolio: str
@@ -188,7 +195,18 @@ def deploy() -> Deployed:
         engine.settle_trade(5, maker, 0, victim, 0, WAD // 2, PRICE * WAD)
     with boa.env.prank(owner):
         feeds[5].set_answer(59_000 * 10**8)  # equity 250 < maintenance 295, above half of it
-    return Deployed(engine, feeds, tiered, portfolio, victim, liquidator)
+    return Deployed(engine, scenarios, feeds, tiered, portfolio, victim, liquidator)
+
+
+def _kind(op: str, gas: int) -> str:
+    """What a storage access's price says it was (EIP-2929 / EIP-2200)."""
+    if op == "SLOAD":
+        return "cold" if gas >= 2_100 else "warm"
+    if gas >= 20_000:
+        return "new slot"
+    if gas >= 2_900:
+        return "changed"
+    return "unchanged or rewritten"
 
 
 def breakdown(engine, run) -> tuple[int, list[tuple[str, int, int]]]:
@@ -197,21 +215,22 @@ def breakdown(engine, run) -> tuple[int, list[tuple[str, int, int]]]:
     _CURRENT[0] = trace
     _install()
     boa.env.sha3_trace = {}
-    boa.env._reset_access_counters()  # a transaction starts with every slot and account cold
+    # A transaction starts with every slot and account cold, and the values it finds are the
+    # "original" ones its writes are priced against (EIP-2200): lock the earlier changes in.
+    boa.env.evm.vm.state._account_db.lock_changes()
     trace.active = True
     run()
     trace.active = False
     me = engine.address.canonical_address
     bases = _slot_names(engine.compiler_data.storage_layout)
-    by_var: dict[tuple[str, str, bool], list[int]] = defaultdict(lambda: [0, 0])
+    by_var: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
     for op, storage, slot, gas in trace.storage:
         name = _name_slot(slot, bases) if storage == me else "callee storage"
-        cold = gas >= 2_100 if op == "SLOAD" else gas >= 2_200
-        entry = by_var[(op, name, cold)]
+        entry = by_var[(op, name, _kind(op, gas))]
         entry[0], entry[1] = entry[0] + 1, entry[1] + gas
     rows = []
-    for (op, name, cold), (n, gas) in sorted(by_var.items(), key=lambda x: -x[1][1]):
-        rows.append((f"{op} {name} ({'cold' if cold else 'warm'})", n, gas))
+    for (op, name, kind), (n, gas) in sorted(by_var.items(), key=lambda x: -x[1][1]):
+        rows.append((f"{op} {name} ({kind})", n, gas))
     calls = [(k, g) for k, g in trace.own.items() if k[1] in CALLS]
     rows.append(
         (
@@ -225,11 +244,11 @@ def breakdown(engine, run) -> tuple[int, list[tuple[str, int, int]]]:
         for (where, op), g in trace.own.items()
         if where != me and op not in ("SLOAD", "SSTORE", *CALLS)
     )
-    rows.append(("callees' own execution (feeds, token)", 0, callee))
+    rows.append(("callees' own execution (feeds, token, registries)", 0, callee))
     logs = sum(g for (where, op), g in trace.own.items() if where == me and op.startswith("LOG"))
     rows.append(
         (
-            "engine logs",
+            "logs",
             sum(n for (w, op), n in trace.count.items() if w == me and op.startswith("LOG")),
             logs,
         )
@@ -242,11 +261,11 @@ def breakdown(engine, run) -> tuple[int, list[tuple[str, int, int]]]:
             counts[op] += trace.count[(where, op)]
     top = compute.most_common(TOP_OPCODES)
     for op, gas in top:
-        rows.append((f"engine computation: {op}", counts[op], gas))
+        rows.append((f"computation: {op}", counts[op], gas))
     rest = sum(compute.values()) - sum(g for _, g in top)
     rows.append(
         (
-            "engine computation: other opcodes",
+            "computation: other opcodes",
             sum(counts.values()) - sum(counts[o] for o, _ in top),
             rest,
         )
@@ -263,7 +282,8 @@ def print_breakdown(title: str, total: int, rows: list[tuple[str, int, int]]) ->
 
 
 def main() -> None:
-    """Print the breakdown of both health checks and of a one-position liquidation."""
+    """Print the breakdown of both health checks, a one-position liquidation and a scenario
+    update."""
     d = deploy()
     for title, who in (
         ("4 positions, 4 markets", d.tiered),
@@ -280,6 +300,20 @@ def main() -> None:
     print_breakdown(
         "liquidate, 1 position, into a liquidator subaccount without positions", total, rows
     )
+
+    def overwrite_scenarios():
+        now, chain_id = boa.env.evm.patch.timestamp, boa.env.evm.patch.chain_id
+        rows = [[(-1) ** (j + i) * (350 + 97 * j + 131 * i) for j in range(16)] for i in range(4)]
+        update = ScenarioUpdate(
+            1, 16, tuple(pack_shocks(r) for r in rows), now - 1, now + 600, b"\x5a" * 32
+        )
+        signature = sign_batch([update], KEEPER.key, chain_id, d.scenarios.address)
+        d.scenarios.submit_scenarios([update.as_tuple()], [signature])
+
+    # Storage named by the scenario registry's layout (the engine's push shows as callee).
+    boa.env.time_travel(seconds=60)
+    total, rows = breakdown(d.scenarios, overwrite_scenarios)
+    print_breakdown("submit_scenarios, 4-market group, K = 16, overwrite, 1 signer", total, rows)
 
 
 if __name__ == "__main__":
