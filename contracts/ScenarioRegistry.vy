@@ -147,7 +147,8 @@ def configure_group(group_id: uint256, config: GroupConfig):
     @notice Creates or replaces a scenario group: its markets, the bound of
             each market's shocks, the step limit, the heartbeat and the
             portfolio parameters. The group has no scenarios in force until
-            the keepers' next update.
+            the keepers' next update, which must be observed after the last
+            one accepted (a reconfiguration does not reset `observed_at`).
     @dev Owner only. A market belongs to at most one group.
     @param group_id 1 to 255.
     @param config The group.
@@ -181,7 +182,9 @@ def configure_group(group_id: uint256, config: GroupConfig):
     for market_id: uint256 in config.markets:
         self.group_of[market_id] = group_id
     self._config[group_id] = config
-    self._state[group_id] = empty(GroupState)
+    # The scenarios in force go; the last observation time stays, so that a batch already
+    # landed cannot be relayed again onto the new markets (its words are per market position).
+    self._state[group_id] = GroupState(count=0, shocks=[], observed_at=self._state[group_id].observed_at, updated_at=0)
     log GroupConfigured(group_id=group_id, config=config, removed=removed)
     extcall IEngineSync(ENGINE).sync_scenario_group(
         group_id,
