@@ -17,8 +17,10 @@
         margin afterwards; a reducing side needs equity >= maintenance
         afterwards, or, when it stays below, non-negative equity and an
         equity / maintenance ratio no lower than before (an unhealthy
-        account can always cut risk step by step). Each fill adds to the
-        market's premium accumulators and to both owners' 30-day volume.
+        account can always cut risk step by step). Each fill between two
+        owners adds to the market's premium accumulators and to both
+        owners' 30-day volume (a fill between one owner's subaccounts adds
+        to neither: wash fills buy no funding and no volume class).
 @custom:kill See `MarginEngine`.
 """
 
@@ -132,10 +134,13 @@ def settle_trade(
     new_oi: uint256 = engine_state.open_interest[market_id]
     if new_oi > oi:
         assert fixed_point._ceil_mul(new_oi, mark) <= engine_state.market_config[market_id].oi_cap, "engine: open interest cap"
-    notional: uint256 = convert(abs(size), uint256) * price // WAD
-    engine_core._add_premium(market_id, notional, price, mark)
-    engine_core._add_volume(taker_owner, notional)
-    engine_core._add_volume(maker_owner, notional)
+    # A fill between two subaccounts of one owner is a transfer, not a trade:
+    # it moves neither the premium (funding) nor the owner's volume (profile).
+    if taker_owner != maker_owner:
+        notional: uint256 = convert(abs(size), uint256) * price // WAD
+        engine_core._add_premium(market_id, notional, price, mark)
+        engine_core._add_volume(taker_owner, notional)
+        engine_core._add_volume(maker_owner, notional)
     self._check_side(taker_owner, taker_sub, taker_grows, taker_before)
     self._check_side(maker_owner, maker_sub, maker_grows, maker_before)
     log IMarginEngine.Trade(

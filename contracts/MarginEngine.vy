@@ -213,6 +213,20 @@ def fund_insurance(amount: uint256):
     assert extcall IERC20(COLLATERAL).transferFrom(msg.sender, self, amount, default_return_value=True), "engine: transfer failed"
     engine_state.collateral[self][INSURANCE_SUBACCOUNT] += convert(amount * TOKEN_SCALE, int256)
     log IMarginEngine.InsuranceFunded(funder=msg.sender, amount=amount)
+    self._repay_bad_debt()
+
+
+@external
+@nonreentrant
+def repay_bad_debt() -> uint256:
+    """
+    @notice Repays recorded bad debt from the insurance fund's positive
+            equity (liquidation fees it earned, top-ups), as far as that
+            equity goes. Anyone may call; `fund_insurance` does it too.
+            What the fund cannot repay is left to deleveraging.
+    @return Bad debt repaid (USD, WAD).
+    """
+    return self._repay_bad_debt()
 
 
 @external
@@ -858,3 +872,23 @@ def _forward(part: address) -> Bytes[32]:
          (this contract's storage, caller and value); reverts bubble up.
     """
     return raw_call(part, msg.data, max_outsize=32, is_delegate_call=True)
+
+
+@internal
+def _repay_bad_debt() -> uint256:
+    """
+    @dev Moves min(bad debt, the fund's equity if positive) from the fund's
+         collateral to the bad debt: the fund's equity (marked positions
+         included) never goes below zero for it.
+    """
+    debt: uint256 = engine_state.bad_debt
+    if debt == 0:
+        return 0
+    fund: int256 = engine_core._fund_equity()
+    if fund <= 0:
+        return 0
+    repaid: uint256 = min(debt, convert(fund, uint256))
+    engine_state.bad_debt = debt - repaid
+    engine_state.collateral[self][INSURANCE_SUBACCOUNT] -= convert(repaid, int256)
+    log IMarginEngine.BadDebtRepaid(caller=msg.sender, amount=repaid, bad_debt_after=debt - repaid)
+    return repaid

@@ -14,14 +14,14 @@
         (`modules/engine_core.vy`). Stale or absent scenarios give no
         portfolio credit: the plain tiered sum applies.
 
-        Guardrails per group: each market's |shock| <= its bound, each
-        shock moves by at most the market's step per update while the
-        previous scenarios are in force with the same count (a stale group,
-        a new count or a bound lowered below a previous shock starts that
-        market afresh inside its bound), a heartbeat after which
-        the group is stale, one update per group per block, `observed_at`
-        strictly increasing, a deadline. Keepers, the signer threshold and
-        the pause are the risk registry's.
+        Guardrails per group: each market's |shock| <= its bound; while the
+        previous scenarios are in force the count may not fall and each
+        previous scenario moves by at most the market's step per update (a
+        stale group starts afresh inside its bounds; a reconfiguration
+        clears the scenarios); a heartbeat after which the group is stale,
+        one update per group per block, `observed_at` strictly increasing
+        and after the group's last configuration, a deadline. Keepers, the
+        signer threshold and the pause are the risk registry's.
 
         EIP-712 domain: name "DynamicMarginScenarioRegistry", version "1".
         Signed type:
@@ -111,6 +111,10 @@ event GroupConfigured:
     config: GroupConfig
     removed: DynArray[uint256, MAX_GROUP_MARKETS]
 
+event GroupRemoved:
+    group_id: indexed(uint256)
+    removed: DynArray[uint256, MAX_GROUP_MARKETS]
+
 event ScenariosUpdated:
     group_id: indexed(uint256)
     count: uint256
@@ -147,8 +151,8 @@ def configure_group(group_id: uint256, config: GroupConfig):
     @notice Creates or replaces a scenario group: its markets, the bound of
             each market's shocks, the step limit, the heartbeat and the
             portfolio parameters. The group has no scenarios in force until
-            the keepers' next update, which must be observed after the last
-            one accepted (a reconfiguration does not reset `observed_at`).
+            the keepers' next update, which must be observed after this
+            block (so no batch signed for the old configuration can land).
     @dev Owner only. A market belongs to at most one group.
     @param group_id 1 to 255.
     @param config The group.
@@ -182,9 +186,10 @@ def configure_group(group_id: uint256, config: GroupConfig):
     for market_id: uint256 in config.markets:
         self.group_of[market_id] = group_id
     self._config[group_id] = config
-    # The scenarios in force go; the last observation time stays, so that a batch already
-    # landed cannot be relayed again onto the new markets (its words are per market position).
-    self._state[group_id] = GroupState(count=0, shocks=[], observed_at=self._state[group_id].observed_at, updated_at=0)
+    # The scenarios in force go. The next update must be observed after this block: a batch
+    # signed for the old markets (landed or still in flight) cannot land on the new ones, whose
+    # words it would read by position.
+    self._state[group_id] = GroupState(count=0, shocks=[], observed_at=max(self._state[group_id].observed_at, block.timestamp), updated_at=0)
     log GroupConfigured(group_id=group_id, config=config, removed=removed)
     extcall IEngineSync(ENGINE).sync_scenario_group(
         group_id,
@@ -192,6 +197,26 @@ def configure_group(group_id: uint256, config: GroupConfig):
         removed,
         (config.residual << 45) | (config.floor << 109) | (config.initial_ratio << 173),
     )
+
+
+@external
+def remove_group(group_id: uint256):
+    """
+    @notice Dissolves a scenario group: its markets leave it and its
+            accounts fall back to the tiered sums at once.
+    @dev Owner only. The last observation time stays, so no batch signed
+         for the group before now can land if it is configured again.
+    @param group_id A configured group.
+    """
+    ownable._check_owner()
+    removed: DynArray[uint256, MAX_GROUP_MARKETS] = self._config[group_id].markets
+    assert len(removed) != 0, "scenarios: unknown group"
+    for market_id: uint256 in removed:
+        self.group_of[market_id] = 0
+    self._config[group_id] = empty(GroupConfig)
+    self._state[group_id] = GroupState(count=0, shocks=[], observed_at=max(self._state[group_id].observed_at, block.timestamp), updated_at=0)
+    log GroupRemoved(group_id=group_id, removed=removed)
+    extcall IEngineSync(ENGINE).sync_scenario_group(group_id, [], removed, 0)
 
 
 @external
@@ -283,31 +308,30 @@ def _apply(u: IScenarioRegistry.ScenarioUpdate):
     assert state.updated_at != block.timestamp, "scenarios: group already updated in this block"
     assert u.count >= 1 and u.count <= MAX_SCENARIOS, "scenarios: count must be 1 to 16"
     assert len(u.shocks) == n, "scenarios: one shock word per market"
-    # The step limit binds while the previous scenarios are in force with the
-    # same count, for a market whose previous shocks lie inside its current
-    # bound; otherwise the market starts afresh inside its bound (stale
-    # scenarios are not in force, and a lowered bound must be reachable).
-    in_force: bool = state.updated_at != 0 and block.timestamp <= state.updated_at + config.heartbeat and state.count == u.count
+    # While the previous scenarios are in force, the count may not fall (dropping
+    # a scenario would shed its loss past the step limit) and each previous
+    # scenario moves at most one step; scenarios beyond the previous count start
+    # anywhere inside the bound (one more scenario can only raise a margin).
+    # Stale scenarios are not in force: the group starts afresh inside its bounds.
+    # A bound changes only through `configure_group`, which clears the scenarios.
+    in_force: bool = state.updated_at != 0 and block.timestamp <= state.updated_at + config.heartbeat
+    stepped: uint256 = 0
+    if in_force:
+        assert u.count >= state.count, "scenarios: count lowered while scenarios are in force"
+        stepped = state.count
     for i: uint256 in range(MAX_GROUP_MARKETS):
         if i >= n:
             break
         word: uint256 = u.shocks[i]
         bound: int256 = convert(config.max_shocks[i], int256)
         step: int256 = convert(config.max_steps[i], int256)
-        stepped: bool = in_force
-        if stepped:
-            for k: uint256 in range(MAX_SCENARIOS):
-                old: int256 = self._shock(state.shocks[i], k)
-                if old > bound or old < -bound:
-                    stepped = False
-                    break
         for k: uint256 in range(MAX_SCENARIOS):
             z: int256 = self._shock(word, k)
             if k >= u.count:
                 assert z == 0, "scenarios: shock beyond the scenario count"
                 continue
             assert z <= bound and z >= -bound, "scenarios: shock beyond its bound"
-            if stepped:
+            if k < stepped:
                 moved: int256 = z - self._shock(state.shocks[i], k)
                 assert moved <= step and moved >= -step, "scenarios: shock moved beyond the step limit"
     fresh_until: uint256 = block.timestamp + config.heartbeat

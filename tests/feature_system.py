@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ape import chain
+
 from offchain.devnet.system import deploy_engine
 from offchain.protocol.portfolio_math import pack_shocks
 from offchain.protocol.signing import (
@@ -84,10 +86,10 @@ class FeatureSystem:
         self.token.approve(self.engine, 2**256 - 1, sender=actor)
         self.engine.deposit(sub, usd * USDC, sender=actor)
 
-    def fund_insurance(self, usd: int) -> None:
+    def fund_insurance(self, usd: int) -> Any:
         self.token.mint(self.owner, usd * USDC, sender=self.owner)
         self.token.approve(self.engine, 2**256 - 1, sender=self.owner)
-        self.engine.fund_insurance(usd * USDC, sender=self.owner)
+        return self.engine.fund_insurance(usd * USDC, sender=self.owner)
 
     def trade(self, market_id, maker, taker, size, price=None, maker_sub=0, taker_sub=0) -> Any:
         """The taker buys ``size`` (WAD base units; sells when negative) at ``price`` (WAD;
@@ -165,6 +167,8 @@ def deploy_features(
     engine.set_push_registry(PROFILE_REGISTRY_KIND, profiles, sender=owner)
     if with_group:
         scenarios.configure_group(GROUP, group_config(), sender=owner)
+        # the group's first update must be observed after its configuration's block
+        chain.pending_timestamp += 60
     return FeatureSystem(owner, exchange, token, registry, engine, scenarios, profiles, feeds)
 
 

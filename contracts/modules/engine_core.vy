@@ -14,7 +14,7 @@
             N_i        = ceil(|s_i| * p_i / WAD)
             m_i        = min(N_i, ceil(S_i(N_i) * mult_i / WAD**2))
             im_i       = min(N_i, ceil(ceil(S_i(N_i) * imult_i / WAD**2) * ratio_i / WAD))
-            reserve_i  = ceil(N_i * payer_rate_i * reserve_seconds_i / WAD**2)
+            reserve_i  = ceil(N_i * payer_rate_i * reserve_seconds_i / WAD)  (rate in WAD per second)
         with S the registry's tier sum, mult_i the multiplier in force times
         the account's class multiplier (rounded up; a discount never below
         the market's minimum multiplier), imult_i the same at

@@ -13,7 +13,8 @@ Per tick (one block):
 4. **deleverage**: while the engine reports a deficit (bad debt left by a backstop, or an
    insurance fund whose positions lost more than it holds), close the positions on the other
    side of the fund's, largest unrealised profit times leverage first
-   (:mod:`offchain.bots.deleverager`), until the deficit is gone;
+   (:mod:`offchain.bots.deleverager`), until the deficit is gone; first, while there is bad
+   debt and the insurance fund has equity (fees it earned, a top-up), ``repay_bad_debt``;
 5. an account whose liquidation keeps failing for another reason is **throttled**: skipped for
    ``throttle_blocks`` blocks, doubling at each further failure, so one bad account cannot eat
    every tick.
@@ -102,6 +103,7 @@ class LiquidatorResult:
     liquidations: int = 0
     backstops: int = 0
     deleverages: int = 0
+    repaid: int = 0  # repay_bad_debt calls
     rivals: int = 0
     failures: int = 0
     throttled: list[Subaccount] = field(default_factory=list)
@@ -171,8 +173,22 @@ class Liquidator:
         self.deleverage(result)
         return result
 
+    def repay(self, result: LiquidatorResult) -> None:
+        """Let the insurance fund's equity repay recorded bad debt (cheaper for everyone than
+        deleveraging it)."""
+        if self.engine.bad_debt() == 0 or self.engine.insurance_fund() == 0:
+            return
+        log.info(
+            "bad debt %.2f USD, insurance fund %.2f USD: repaying from the fund",
+            self.engine.bad_debt() / WAD,
+            self.engine.insurance_fund() / WAD,
+        )
+        if self._send(self.engine.encode_repay_bad_debt(), "repay bad debt"):
+            result.repaid += 1
+
     def deleverage(self, result: LiquidatorResult) -> None:
         """Recover the engine's deficit, best-ranked account first, until it is gone."""
+        self.repay(result)
         targets = deleverager.plan(self.engine)
         if not targets:
             return

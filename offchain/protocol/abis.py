@@ -173,6 +173,7 @@ ENGINE_ABI = [
         [_u()],
         "nonpayable",
     ),
+    _fn("repay_bad_debt", [], [_u()], "nonpayable"),
     {
         "type": "event",
         "name": "Liquidation",

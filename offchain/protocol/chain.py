@@ -458,6 +458,10 @@ class EngineClient:
         data = self.contract.encode_abi("deleverage", args=[owner, subaccount, market_id, size])
         return bytes.fromhex(data.removeprefix("0x"))
 
+    def encode_repay_bad_debt(self) -> bytes:
+        data = self.contract.encode_abi("repay_bad_debt", args=[])
+        return bytes.fromhex(data.removeprefix("0x"))
+
 
 __all__ = [
     "DEFAULT_TIMEOUT",

@@ -13,7 +13,7 @@ Per position ``i`` (every rounding against the account; ``WAD = 1e18``)::
     N_i       = ceil(|s_i| * p_i / WAD)
     m_i       = min(N_i, ceil(S_i(N_i) * mult_i / WAD**2))
     im_i      = min(N_i, ceil(ceil(S_i(N_i) * imult_i / WAD**2) * ratio_i / WAD))
-    reserve_i = ceil(N_i * |rate_i| * reserve_seconds_i / WAD**2)     (only the paying side)
+    reserve_i = ceil(N_i * |rate_i| * reserve_seconds_i / WAD)   (paying side; rate in WAD/s)
 
 ``mult_i`` is the multiplier in force times the account's class multiplier, rounded up (a
 discount never below the market's minimum multiplier); ``imult_i`` the same at
@@ -403,10 +403,18 @@ def closable(
     return q
 
 
-def adl_transfer(deficit: int, closed: int, fund_size: int, equity: int) -> int:
-    """What a deleveraged account pays on top of closing ``closed`` at the mark price:
-    ``min(ceil(deficit * closed / |fund position|), equity - 1)``."""
-    return min(ceil_div(deficit * closed, abs(fund_size)), equity - 1)
+def adl_transfer(
+    deficit: int, closed: int, fund_size: int, equity: int, pnl: int, size: int
+) -> int:
+    """What a deleveraged account pays on top of closing ``closed`` at the mark price: its share
+    of the deficit, at most the profit of the part closed and never its last wei of equity,
+    ``min(ceil(deficit * closed / |fund position|), trunc(pnl * closed / |size|), equity - 1)``
+    with ``pnl`` the whole leg's unrealised profit and ``size`` its signed size. The engine
+    refuses a position not in profit (``ValueError`` here)."""
+    profit = abs(pnl) * closed // abs(size) * (1 if pnl >= 0 else -1)
+    if profit <= 0:
+        raise ValueError("engine: position not in profit")
+    return min(ceil_div(deficit * closed, abs(fund_size)), profit, equity - 1)
 
 
 # ---------------------------------------------------------------------------------------------

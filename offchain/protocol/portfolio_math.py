@@ -278,12 +278,11 @@ def account_requirements(
 class ShockGuardrails:
     """Governance bounds on a group's shocks, per market of the group (bps).
 
-    ``max_shock[i]`` bounds ``|z_ik|``; ``max_step[i]`` bounds ``|z_ik - z_ik(previous)|``
-    while the previous update is in force (within ``heartbeat``) with the same scenario count,
-    unless governance has since lowered ``max_shock[i]`` below a previous shock of market ``i``
-    (that market then starts afresh, as a multiplier does when ``[min, max]`` moves past its
-    target). The caller passes ``previous=None`` to :func:`check_shocks` and
-    :func:`clamp_shocks` when the group is stale or the count changes, as the registry starts
+    ``max_shock[i]`` bounds ``|z_ik|``. While the previous update is in force (within
+    ``heartbeat``), the count may not fall and each previous scenario ``k`` moves at most
+    ``max_step[i]`` (``|z_ik - z_ik(previous)|``); scenarios beyond the previous count start
+    anywhere inside the bound. The caller passes ``previous=None`` to :func:`check_shocks` and
+    :func:`clamp_shocks` when the group is stale or was reconfigured, as the registry starts
     afresh then; ``heartbeat`` (seconds) makes the group stale.
     """
 
@@ -304,10 +303,12 @@ class ShockGuardrails:
             raise ValueError(f"heartbeat must be positive, got {self.heartbeat}")
 
 
-def step_applies(previous_row: Sequence[int] | None, bound: int) -> bool:
-    """Whether the step limit binds a market's next shocks: there is a previous update and all
-    of its shocks lie within the market's current bound."""
-    return previous_row is not None and all(abs(z) <= bound for z in previous_row)
+def _check_count(shocks: Sequence[Sequence[int]], previous: Sequence[Sequence[int]] | None) -> None:
+    if previous is not None and previous and shocks and len(shocks[0]) < len(previous[0]):
+        raise ShocksRejected(
+            "scenarios: count lowered while scenarios are in force"
+            f" ({len(previous[0])} -> {len(shocks[0])})"
+        )
 
 
 def _check_shape(shocks: Sequence[Sequence[int]], g: ShockGuardrails) -> None:
@@ -332,6 +333,7 @@ def check_shocks(
     """Raise :class:`ShocksRejected` unless ``shocks[i][k]`` (market ``i``, scenario ``k``) is
     within the bound and, when there is a ``previous`` update, within the step of it."""
     _check_shape(shocks, g)
+    _check_count(shocks, previous)
     for i, row in enumerate(shocks):
         prev_row = previous[i] if previous is not None else None
         for k, z in enumerate(row):
@@ -341,8 +343,8 @@ def check_shocks(
                     f"scenarios: shock beyond its bound (market {i} scenario {k}: |{z}| bps"
                     " above the bound)"
                 )
-            if prev_row is not None and step_applies(prev_row, g.max_shock[i]):
-                old = prev_row[k] if k < len(prev_row) else 0
+            if prev_row is not None and k < len(prev_row):
+                old = prev_row[k]
                 if abs(z - old) > g.max_step[i]:
                     raise ShocksRejected(
                         "scenarios: shock moved beyond the step limit"
@@ -356,10 +358,11 @@ def clamp_shocks(
     g: ShockGuardrails,
 ) -> list[list[int]]:
     """The update closest to ``shocks`` that :func:`check_shocks` accepts: each shock is
-    clamped into ``[-max_shock_i, max_shock_i]`` and then, where the step applies
-    (:func:`step_applies`), into ``previous +/- max_step_i`` (a previous shock within the
-    bound keeps the result within it)."""
+    clamped into ``[-max_shock_i, max_shock_i]`` and then, for a scenario of the previous
+    update, into ``previous +/- max_step_i`` (a previous shock within the bound keeps the result
+    within it). A lower count than the previous one is refused, never clamped."""
     _check_shape(shocks, g)
+    _check_count(shocks, previous)
     out: list[list[int]] = []
     for i, row in enumerate(shocks):
         bound, step = g.max_shock[i], g.max_step[i]
@@ -367,8 +370,8 @@ def clamp_shocks(
         clamped = []
         for k, z in enumerate(row):
             z = max(-bound, min(bound, check_shock(z)))
-            if prev_row is not None and step_applies(prev_row, bound):
-                old = prev_row[k] if k < len(prev_row) else 0
+            if prev_row is not None and k < len(prev_row):
+                old = prev_row[k]
                 z = max(old - step, min(old + step, z))
             clamped.append(z)
         out.append(clamped)
@@ -396,7 +399,6 @@ __all__ = [
     "scenario_loss",
     "scenarios_fresh",
     "signed_ceil_div",
-    "step_applies",
     "unpack_shocks",
     "worst_scenario_loss",
 ]

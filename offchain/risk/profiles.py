@@ -162,7 +162,8 @@ def fold_events(
     """Per ``(owner, subaccount)``, its fills, liquidation and backstop times (oldest first).
 
     Owner addresses are compared case-insensitively and kept as first seen; the engine's own
-    subaccounts (the insurance fund, ``engine``) are left out.
+    subaccounts (the insurance fund, ``engine``) are left out, and so are fills between two
+    subaccounts of one owner (the engine adds them to neither volume nor premium).
     """
     fills: dict[Key, list[Fill]] = {}
     liq: dict[Key, list[int]] = {}
@@ -177,6 +178,8 @@ def fold_events(
         return names.setdefault(low, owner), int(sub)
 
     for t in trades:
+        if t.taker_owner.lower() == t.maker_owner.lower():
+            continue  # between one owner's subaccounts: a transfer, as the engine counts it
         notional = abs(t.size) * t.price // WAD
         for owner, sub, buy in (
             (t.taker_owner, t.taker_subaccount, t.size > 0),

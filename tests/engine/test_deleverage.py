@@ -13,7 +13,6 @@ import pytest
 
 from offchain.protocol import engine_math as em
 from tests.conftest import WAD
-from tests.engine.conftest import USDC
 from tests.feature_system import MARKET_BTC, MARKET_ETH, deploy_features
 
 BAD_DEBT = 200 * WAD
@@ -115,7 +114,7 @@ def test_deleverage__partial_transfer_equals_the_reference(
     fund_size = engine.position(engine, 0, MARKET_BTC)[0]
     position = engine.position(maker, 0, MARKET_BTC)
     _, log, equity = deleverage(engine, maker, size, stranger)
-    transfer = em.adl_transfer(deficit, size, fund_size, equity)
+    transfer = em.adl_transfer(deficit, size, fund_size, equity, log.unrealised_pnl, position[0])
     assert transfer == 80 * WAD  # 200 x 0.4 / 1
     assert (log.market_id, log.owner, log.subaccount, log.caller) == (
         MARKET_BTC,
@@ -141,10 +140,12 @@ def test_deleverage__steps_bring_the_deficit_to_zero(
     for size in (4 * WAD // 10, 10 * WAD):  # the second asks more than the fund holds
         deficit = engine.deficit()
         fund_size = engine.position(engine, 0, MARKET_BTC)[0]
+        held = engine.position(maker, 0, MARKET_BTC)[0]
         closed = engine.deleverage.call(maker, 0, MARKET_BTC, size, sender=stranger)
         _, log, equity = deleverage(engine, maker, size, stranger)
         assert closed == min(size, fund_size)
-        assert log.transfer == em.adl_transfer(deficit, closed, fund_size, equity)
+        pnl = log.unrealised_pnl
+        assert log.transfer == em.adl_transfer(deficit, closed, fund_size, equity, pnl, held)
     assert engine.deficit() == engine.bad_debt() == 0
     assert engine.position(engine, 0, MARKET_BTC) == (0, 0)
     assert engine.markets_of(engine, 0) == []
@@ -173,20 +174,63 @@ def test_deleverage__repays_bad_debt_then_the_fund(
     assert coverage(system, (maker, trader, liquidator, stranger)) == 0
 
 
-def test_deleverage__transfer_capped_at_equity_less_one(
+def test_deleverage__transfer_capped_at_the_profit_of_the_part_closed(
     system, engine, maker, liquidator, stranger, trader
 ):
-    """A short opened at 45,000 on 2,000 USD has 2,000 of equity against a 3,700 deficit: it
-    pays 1,999.999...9 and keeps one wei."""
+    """A short opened at 45,800 on 2,000 USD is 800 in profit at 45,000, against a 3,700
+    deficit: it gives up its 800 of profit, not the 2,000 its margin stands on."""
+    system.set_price(MARKET_BTC, 45_000)
+    system.fund(stranger, 2_000)
+    system.trade(MARKET_BTC, liquidator, stranger, -WAD, 45_800 * WAD)
+    _, log, equity = deleverage(engine, stranger, WAD, liquidator)
+    assert equity == 2_800 * WAD and log.unrealised_pnl == 800 * WAD
+    assert log.transfer == em.adl_transfer(3_700 * WAD, WAD, WAD, equity, 800 * WAD, -WAD)
+    assert log.transfer == 800 * WAD
+    assert engine.account_health(stranger, 0)[0] == 2_000 * WAD  # the deposit is intact
+    assert engine.deficit() == 2_900 * WAD
+    assert coverage(system, (maker, trader, liquidator, stranger)) == -engine.deficit()
+
+
+def test_deleverage__position_not_in_profit(system, engine, liquidator, stranger):
+    """A short opened at the mark has nothing to give up: refused."""
     system.set_price(MARKET_BTC, 45_000)
     system.fund(stranger, 2_000)
     system.trade(MARKET_BTC, liquidator, stranger, -WAD, 45_000 * WAD)
-    _, log, equity = deleverage(engine, stranger, WAD, liquidator)
-    assert equity == 2_000 * WAD
-    assert log.transfer == em.adl_transfer(3_700 * WAD, WAD, WAD, equity) == equity - 1
-    assert engine.account_health(stranger, 0)[0] == 1
-    assert engine.deficit() == 3_700 * WAD - (equity - 1)
-    # What is left of the stranger cannot be withdrawn below one wei of collateral.
-    with ape.reverts("engine: insufficient collateral"):
-        engine.withdraw(0, USDC, sender=stranger)
-    assert coverage(system, (maker, trader, liquidator, stranger)) == -engine.deficit()
+    with ape.reverts("engine: position not in profit"):
+        engine.deleverage(stranger, 0, MARKET_BTC, WAD, sender=liquidator)
+    with pytest.raises(ValueError, match="not in profit"):
+        em.adl_transfer(3_700 * WAD, WAD, WAD, 2_000 * WAD, 0, -WAD)
+
+
+# Bad debt repaid from the insurance fund
+
+
+def test_fund_insurance__repays_bad_debt_first(system, engine, maker, trader, liquidator, stranger):
+    receipt = system.fund_insurance(500)
+    [log] = receipt.decode_logs(engine.BadDebtRepaid)
+    assert (log.amount, log.bad_debt_after) == (BAD_DEBT, 0)
+    assert engine.bad_debt() == engine.deficit() == 0
+    assert engine.collateral_of(engine, 0) == 300 * WAD  # 500 in, 200 to the bad debt
+    assert coverage(system, (maker, trader, liquidator, stranger)) == 0
+
+
+def test_repay_bad_debt__from_the_funds_marked_equity_only(
+    system, engine, maker, trader, liquidator, stranger
+):
+    # At 48,500 the fund's long is flat and its collateral spent: nothing to repay with.
+    assert engine.repay_bad_debt.call(sender=stranger) == 0
+    receipt = engine.repay_bad_debt(sender=stranger)
+    assert not receipt.decode_logs(engine.BadDebtRepaid)
+    assert engine.bad_debt() == BAD_DEBT
+    # At 48,600 the long is 100 in profit: the fund repays 100 and keeps zero equity.
+    system.set_price(MARKET_BTC, 48_600)
+    engine.repay_bad_debt(sender=stranger)
+    assert engine.bad_debt() == BAD_DEBT - 100 * WAD
+    assert engine.insurance_fund() == 0
+    # At 52,000 it is 3,500 in profit: the rest is repaid, the fund stays positive.
+    system.set_price(MARKET_BTC, 52_000)
+    receipt = engine.repay_bad_debt(sender=stranger)
+    [log] = receipt.decode_logs(engine.BadDebtRepaid)
+    assert (log.caller, log.amount, log.bad_debt_after) == (stranger.address, 100 * WAD, 0)
+    assert engine.deficit() == 0 and engine.insurance_fund() == 3_300 * WAD
+    assert coverage(system, (maker, trader, liquidator, stranger)) >= 0

@@ -128,9 +128,17 @@ def test_fill__trailing_volume_over_two_rolling_windows(system, trader, maker, c
     assert system.engine.trailing_volume(trader) == 60_000 * WAD
 
 
-def test_fill__volume_counts_both_sides_and_every_subaccount(system, trader, maker, stranger):
-    """Volume is per owner: a fill between two subaccounts of one owner counts twice."""
+def test_fill__between_one_owners_subaccounts_counts_for_nothing(system, trader, maker, stranger):
+    """Volume is per owner, and a fill between two subaccounts of one owner is a transfer: it
+    adds to neither the owner's volume (no volume class for wash fills) nor the premium (no
+    funding bought with them)."""
     system.fund(trader, 100_000, sub=1)
-    system.trade(MARKET_BTC, trader, trader, WAD, maker_sub=0, taker_sub=1)
-    assert system.engine.trailing_volume(trader) == 2 * 60_000 * WAD
+    before = system.engine.premium_accumulator(MARKET_BTC)
+    price = 60_000 * WAD * 1_015 // 1_000  # 1.5% above the oracle, inside the band
+    system.trade(MARKET_BTC, trader, trader, WAD, price, maker_sub=0, taker_sub=1)
+    assert system.engine.position(trader, 1, MARKET_BTC)[0] == WAD
+    assert system.engine.trailing_volume(trader) == 0
+    assert system.engine.premium_accumulator(MARKET_BTC) == before
+    system.trade(MARKET_BTC, maker, trader, WAD, taker_sub=1)
+    assert system.engine.trailing_volume(trader) == 60_000 * WAD
     assert system.engine.trailing_volume(stranger) == 0

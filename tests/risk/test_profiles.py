@@ -57,6 +57,8 @@ def test_fold_events__sides_notional_and_the_engine_left_out() -> None:
         TradeEvent(NOW - 5, 1, MAKER.lower(), 0, TRADER, 3, -WAD, 51_000 * WAD),
         # the insurance fund unwinds against the maker
         TradeEvent(NOW - 1, 1, MAKER, 0, ENGINE, 0, WAD, 50_000 * WAD),
+        # the maker moves a position between its own subaccounts: not a fill (as on-chain)
+        TradeEvent(NOW - 2, 1, MAKER, 0, MAKER.lower(), 7, WAD, 50_000 * WAD),
     ]
     liqs = [LiquidationEvent(NOW - 3, 1, TRADER, 3), LiquidationEvent(NOW - 4, 2, TRADER, 3)]
     out = fold_events(trades, liqs, [BackstopEvent(NOW, TRADER, 4)], engine=ENGINE.upper())

@@ -234,11 +234,35 @@ def test_submit_scenarios__stale_group_starts_afresh(scenarios, submit, chain):
     assert scenarios.group(GROUP)[1].shocks[0] == pack_shocks(jump[0])
 
 
-def test_submit_scenarios__new_count_starts_afresh(scenarios, submit, chain):
+def test_submit_scenarios__count_lowered_while_in_force(scenarios, submit, chain):
+    """Dropping a scenario would shed its loss past the step limit: refused while the previous
+    scenarios are in force, accepted once they are stale."""
+    landed = landed_with(submit, chain, [[*r, -2_000] for r in ROWS])  # count 3
+    chain.mine(deltatime=60)
+    with ape.reverts("scenarios: count lowered while scenarios are in force"):
+        submit([scenario_update(chain.pending_timestamp, ROWS)])
+    chain.mine(timestamp=landed + SCENARIO_HEARTBEAT + 1)
+    submit([scenario_update(chain.pending_timestamp, ROWS)])
+    assert scenarios.group(GROUP)[1].count == 2
+
+
+def test_submit_scenarios__new_scenario_starts_anywhere_old_ones_still_step(
+    scenarios, submit, chain
+):
     landed_with(submit, chain, ROWS)
     chain.mine(deltatime=60)
-    jump = [[*r, 0] for r in moved(ROWS, 2, 0, MAX_STEPS[2] + 1)]  # count 3 instead of 2
-    submit([scenario_update(chain.pending_timestamp, jump)])
+    # a jump on an existing scenario is refused, even with one more scenario added
+    with ape.reverts("scenarios: shock moved beyond the step limit"):
+        submit(
+            [
+                scenario_update(
+                    chain.pending_timestamp, [[*r, 0] for r in moved(ROWS, 2, 0, MAX_STEPS[2] + 1)]
+                )
+            ]
+        )
+    # the added scenario itself may lie anywhere inside the bounds
+    far = [[*r, -b] for r, b in zip(ROWS, MAX_SHOCKS, strict=True)]
+    submit([scenario_update(chain.pending_timestamp, far)])
     assert scenarios.group(GROUP)[1].count == 3
 
 

@@ -25,7 +25,7 @@ from tests.feature_system import (
 UNCONFIGURED = 99
 
 
-def test_configure_group__stores_the_group_and_pushes_it_to_the_engine(scenarios, engine):
+def test_configure_group__stores_the_group_and_pushes_it_to_the_engine(scenarios, engine, chain):
     config, state = scenarios.group(GROUP)
     assert list(config.markets) == list(GROUP_MARKETS)
     assert list(config.max_shocks) == list(MAX_SHOCKS)
@@ -36,7 +36,10 @@ def test_configure_group__stores_the_group_and_pushes_it_to_the_engine(scenarios
         FLOOR,
         GROUP_INITIAL_RATIO,
     )
-    assert (state.count, list(state.shocks), state.observed_at, state.updated_at) == (0, [], 0, 0)
+    assert (state.count, list(state.shocks), state.updated_at) == (0, [], 0)
+    # the first update must be observed after the configuration's block
+    configured = scenarios.GroupConfigured.query("block_number").block_number.iloc[-1]
+    assert state.observed_at == chain.blocks[int(configured)].timestamp
     for market_id in GROUP_MARKETS:
         assert scenarios.group_of(market_id) == GROUP
         assert engine.market_scenarios(market_id) == (GROUP, 0)
@@ -94,6 +97,33 @@ def test_configure_group__a_market_leaves_the_group_and_may_join_another(
     assert engine.market_scenarios(MARKET_SOL) == (2, 0)
     assert engine.market_scenarios(MARKET_XRP) == (2, 0)
     assert engine.market_scenarios(MARKET_BTC) == (GROUP, 0)
+
+
+def test_remove_group__markets_leave_and_accounts_fall_back(
+    scenarios, engine, owner, submit, chain, stranger
+):
+    submit([scenario_update(chain.pending_timestamp, [[-500], [-600], [-900]])])
+    assert engine.scenario_group(GROUP)[0] == 1
+    with ape.reverts("ownable: caller is not the owner"):
+        scenarios.remove_group(GROUP, sender=stranger)
+    receipt = scenarios.remove_group(GROUP, sender=owner)
+    [log] = receipt.decode_logs(scenarios.GroupRemoved)
+    assert list(log.event_arguments["removed"]) == list(GROUP_MARKETS)
+    for market_id in GROUP_MARKETS:
+        assert scenarios.group_of(market_id) == 0
+        assert engine.market_scenarios(market_id) == (0, 0)
+    assert engine.scenario_group(GROUP)[0] == 0 and not scenarios.is_fresh(GROUP)
+    assert len(scenarios.group(GROUP)[0].markets) == 0
+    with ape.reverts("scenarios: unknown group"):
+        scenarios.remove_group(GROUP, sender=owner)
+    with ape.reverts("scenarios: unknown group"):
+        submit([scenario_update(chain.pending_timestamp, [[-500], [-600], [-900]])])
+    # its markets may join another group at once
+    scenarios.configure_group(
+        2, group_config(markets=(MARKET_SOL, MARKET_XRP), max_shocks=(4_000, 4_000),
+                        max_steps=(500, 500)), sender=owner,
+    )  # fmt: skip
+    assert scenarios.group_of(MARKET_SOL) == 2
 
 
 def test_configure_group__only_the_owner(scenarios, stranger):

@@ -68,6 +68,7 @@ def test_submit_scenarios__negative_extremes_round_trip(scenarios, engine, submi
     scenarios.configure_group(
         GROUP, group_config(max_shocks=(2**15 - 1,) * 3, max_steps=(2**16 - 2,) * 3), sender=owner
     )
+    chain.mine(deltatime=60)
     rows = [[(-1) ** k * (2**15 - 1) for k in range(16)], list(range(-8, 8)), [1] * 16]
     submit([scenario_update(chain.pending_timestamp, rows)])
     for market_id, row in zip(GROUP_MARKETS, rows, strict=True):
