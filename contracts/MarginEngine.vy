@@ -29,9 +29,10 @@
         needs equity >= maintenance afterwards, or, when it stays below,
         non-negative equity and an equity / maintenance ratio no lower than
         before (an unhealthy account can always cut risk step by step).
-        Each fill adds to the market's premium accumulators (notional and
-        notional x (fill - mark) / mark) and to both owners' trailing 30-day
-        volume.
+        Each fill between two owners adds to the market's premium
+        accumulators (notional and notional x (fill - mark) / mark) and to
+        both owners' trailing 30-day volume; a fill between one owner's
+        subaccounts adds to neither.
 
         Funding: the index grows by the integral of the registry's rate in
         force (which decays to zero once the market is stale) times the last
@@ -315,7 +316,7 @@ def sync_market_state(market_id: uint256, target: uint256, ramp_from: uint256, f
     engine_state.risk[market_id] = engine_core._pack_risk(target, ramp_from, updated_at, funding_rate, heartbeat)
 
 
-# Forwarded to MarginEngineOps (delegatecall, this contract's storage)
+# Forwarded to the parts (delegatecall, this contract's storage)
 
 
 @external

@@ -4,8 +4,8 @@
 @custom:contract-name engine_core
 @license GNU Affero General Public License v3.0 only
 @notice Prices, funding, margin requirements and position changes over the
-        storage of `engine_state`; shared by `MarginEngine` (trades, health
-        views) and `MarginEngineOps` (liquidation, backstop, deleveraging).
+        storage of `engine_state`; shared by `MarginEngine` (health views) and
+        its parts `EngineTrades`, `EngineLiquidations` and `EngineGovernance`.
         `offchain/protocol/engine_math.py` mirrors every formula to the wei.
 
         Per position i (every rounding against the account):

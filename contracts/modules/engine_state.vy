@@ -4,10 +4,10 @@
 @custom:contract-name engine_state
 @license GNU Affero General Public License v3.0 only
 @notice Every storage variable of the margin engine, in one place, so that
-        `MarginEngine` and `MarginEngineOps` (which runs by delegatecall in
-        the engine's storage) lay it out identically: both initialize this
-        module, then `engine_core`, in the same order and declare no storage
-        of their own (`tests/engine/test_layout.py` compares the layouts).
+        `MarginEngine` and its parts `EngineTrades`, `EngineLiquidations` and
+        `EngineGovernance` (which run by delegatecall in the engine's
+        storage) lay it out identically: all initialize this module, then
+        `engine_core`, in the same order and declare no storage of their own (`tests/engine/test_layout.py` compares the layouts).
 
         Packing (one accessor per field lives in `engine_core`):
           oracle[m]    feed 160 | max_price_age 32 << 160 | feed decimals
