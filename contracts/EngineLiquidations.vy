@@ -20,14 +20,11 @@
         Deleveraging (ADL) resolves the deficit = bad debt + the insurance
         fund's negative equity (its positions are marked): anyone may close
         an opposite-side position against the fund's position in the same
-        market, if that position is in profit. Of q closed at the mark
-        price, the account also transfers
-        T = min(ceil(deficit * q / |fund position|), floor(upnl * q / |size|),
-                equity - 1):
-        it closes at the mark price moved against it by T / q (the
-        bankruptcy price of the fund's share), never giving up more than
-        the profit of the part closed nor reaching zero equity (what a
-        winner's other positions need stays). T repays bad debt first,
+        market. Of q closed at the mark price, the account also transfers
+        T = min(ceil(deficit * q / |fund position|), equity - 1): it closes
+        at the mark price moved against it by T / q (the bankruptcy price of
+        the fund's share, as dYdX and Binance close deleveraged positions),
+        never below zero equity. T repays bad debt first,
         the rest goes to the fund. Ranking (largest unrealised profit times
         leverage first, as dYdX, Hyperliquid and Binance do) is the caller's:
         the engine cannot rank every account in one transaction; it checks
@@ -181,9 +178,8 @@ def deleverage(owner: address, subaccount: uint256, market_id: uint256, size: ui
     @notice Auto-deleveraging: while there is a deficit (bad debt or a
             negative insurance fund), closes up to `size` of the account's
             position against the insurance fund's opposite position at the
-            mark price, and moves the account's share of the deficit (at
-            most the profit of the part closed) to the fund (contract
-            docstring). Anyone may call; rank accounts by
+            mark price, and moves the account's share of the deficit to the
+            fund (contract docstring). Anyone may call; rank accounts by
             unrealised profit times leverage, largest first.
     @param owner Owner of the account to deleverage.
     @param subaccount Its subaccount.
@@ -206,15 +202,9 @@ def deleverage(owner: address, subaccount: uint256, market_id: uint256, size: ui
     assert acct.equity > 1, "engine: no equity to deleverage"
     abs_fund: uint256 = convert(abs(fund_size), uint256)
     closed: uint256 = min(size, min(convert(abs(leg.size), uint256), abs_fund))
-    # The account gives up its share of the deficit, at most the profit of the part
-    # closed (rounded down) and never its last wei of equity: a winner pays from its win,
-    # not from the margin of its other positions.
-    pnl: int256 = fixed_point._floor_div(leg.size * convert(leg.price, int256), IWAD) - leg.open_notional
-    profit: int256 = pnl * convert(closed, int256) // abs(leg.size)
-    assert profit > 0, "engine: position not in profit"
-    transfer: uint256 = min(
-        fixed_point._ceil_div(deficit * closed, abs_fund), min(convert(profit, uint256), convert(acct.equity - 1, uint256))
-    )
+    # Closing at the bankruptcy price of the fund's share: the account pays its share of
+    # the deficit on top of the mark, never its last wei of equity (it cannot go negative).
+    transfer: uint256 = min(fixed_point._ceil_div(deficit * closed, abs_fund), convert(acct.equity - 1, uint256))
 
     index: int256 = engine_core._accrue(market_id)
     delta: int256 = convert(closed, int256)
@@ -234,7 +224,7 @@ def deleverage(owner: address, subaccount: uint256, market_id: uint256, size: ui
         size=-delta,
         price=leg.price,
         transfer=transfer,
-        unrealised_pnl=pnl,
+        unrealised_pnl=fixed_point._floor_div(leg.size * convert(leg.price, int256), IWAD) - leg.open_notional,
         equity=acct.equity,
         deficit_after=engine_core._deficit(),
     )

@@ -10,10 +10,9 @@ unrealised profit times leverage first::
     leverage = N / equity,  N = ceil(|s| * p / WAD)
     score    = max(pnl, 0) * N / equity                    (0 for an account without profit)
 
-The engine takes from each account at most the profit of the part it closes, so accounts
-without profit are not candidates. What the winners' profits cannot recover stays recorded as
-bad debt until the insurance fund's equity repays it (``repay_bad_debt``, which the liquidation
-bot calls whenever the fund has equity and there is bad debt).
+Accounts with no profit come last (score 0, largest position first): they are deleveraged only
+when the profitable ones are exhausted. Before deleveraging anyone, the liquidation bot lets the
+insurance fund's equity repay bad debt (``repay_bad_debt``).
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ DONE_REASONS = (
     "engine: no position",
     "engine: position on the insurance fund's side",
     "engine: no equity to deleverage",
-    "engine: position not in profit",
 )
 
 
@@ -92,9 +90,7 @@ def plan(engine: EngineClient) -> list[Candidate]:
             accounts, engine.positions(accounts, market_id), strict=True
         ):
             if size != 0 and (size > 0) != (fund_size > 0) and equity[account] > 1:
-                c = candidate(account, market_id, size, notional, price, equity[account])
-                if c.pnl > 0:
-                    out.append(c)
+                out.append(candidate(account, market_id, size, notional, price, equity[account]))
     return rank(out)
 
 

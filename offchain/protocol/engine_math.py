@@ -403,18 +403,11 @@ def closable(
     return q
 
 
-def adl_transfer(
-    deficit: int, closed: int, fund_size: int, equity: int, pnl: int, size: int
-) -> int:
-    """What a deleveraged account pays on top of closing ``closed`` at the mark price: its share
-    of the deficit, at most the profit of the part closed and never its last wei of equity,
-    ``min(ceil(deficit * closed / |fund position|), trunc(pnl * closed / |size|), equity - 1)``
-    with ``pnl`` the whole leg's unrealised profit and ``size`` its signed size. The engine
-    refuses a position not in profit (``ValueError`` here)."""
-    profit = abs(pnl) * closed // abs(size) * (1 if pnl >= 0 else -1)
-    if profit <= 0:
-        raise ValueError("engine: position not in profit")
-    return min(ceil_div(deficit * closed, abs(fund_size)), profit, equity - 1)
+def adl_transfer(deficit: int, closed: int, fund_size: int, equity: int) -> int:
+    """What a deleveraged account pays on top of closing ``closed`` at the mark price (closing
+    at the bankruptcy price of the fund's share): ``min(ceil(deficit * closed / |fund
+    position|), equity - 1)``."""
+    return min(ceil_div(deficit * closed, abs(fund_size)), equity - 1)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import pytest
 
 from offchain.protocol import engine_math as em
 from tests.conftest import WAD
+from tests.engine.conftest import USDC
 from tests.feature_system import MARKET_BTC, MARKET_ETH, deploy_features
 
 BAD_DEBT = 200 * WAD
@@ -114,7 +115,7 @@ def test_deleverage__partial_transfer_equals_the_reference(
     fund_size = engine.position(engine, 0, MARKET_BTC)[0]
     position = engine.position(maker, 0, MARKET_BTC)
     _, log, equity = deleverage(engine, maker, size, stranger)
-    transfer = em.adl_transfer(deficit, size, fund_size, equity, log.unrealised_pnl, position[0])
+    transfer = em.adl_transfer(deficit, size, fund_size, equity)
     assert transfer == 80 * WAD  # 200 x 0.4 / 1
     assert (log.market_id, log.owner, log.subaccount, log.caller) == (
         MARKET_BTC,
@@ -140,12 +141,10 @@ def test_deleverage__steps_bring_the_deficit_to_zero(
     for size in (4 * WAD // 10, 10 * WAD):  # the second asks more than the fund holds
         deficit = engine.deficit()
         fund_size = engine.position(engine, 0, MARKET_BTC)[0]
-        held = engine.position(maker, 0, MARKET_BTC)[0]
         closed = engine.deleverage.call(maker, 0, MARKET_BTC, size, sender=stranger)
         _, log, equity = deleverage(engine, maker, size, stranger)
         assert closed == min(size, fund_size)
-        pnl = log.unrealised_pnl
-        assert log.transfer == em.adl_transfer(deficit, closed, fund_size, equity, pnl, held)
+        assert log.transfer == em.adl_transfer(deficit, closed, fund_size, equity)
     assert engine.deficit() == engine.bad_debt() == 0
     assert engine.position(engine, 0, MARKET_BTC) == (0, 0)
     assert engine.markets_of(engine, 0) == []
@@ -174,32 +173,23 @@ def test_deleverage__repays_bad_debt_then_the_fund(
     assert coverage(system, (maker, trader, liquidator, stranger)) == 0
 
 
-def test_deleverage__transfer_capped_at_the_profit_of_the_part_closed(
+def test_deleverage__transfer_capped_at_equity_less_one(
     system, engine, maker, liquidator, stranger, trader
 ):
-    """A short opened at 45,800 on 2,000 USD is 800 in profit at 45,000, against a 3,700
-    deficit: it gives up its 800 of profit, not the 2,000 its margin stands on."""
-    system.set_price(MARKET_BTC, 45_000)
-    system.fund(stranger, 2_000)
-    system.trade(MARKET_BTC, liquidator, stranger, -WAD, 45_800 * WAD)
-    _, log, equity = deleverage(engine, stranger, WAD, liquidator)
-    assert equity == 2_800 * WAD and log.unrealised_pnl == 800 * WAD
-    assert log.transfer == em.adl_transfer(3_700 * WAD, WAD, WAD, equity, 800 * WAD, -WAD)
-    assert log.transfer == 800 * WAD
-    assert engine.account_health(stranger, 0)[0] == 2_000 * WAD  # the deposit is intact
-    assert engine.deficit() == 2_900 * WAD
-    assert coverage(system, (maker, trader, liquidator, stranger)) == -engine.deficit()
-
-
-def test_deleverage__position_not_in_profit(system, engine, liquidator, stranger):
-    """A short opened at the mark has nothing to give up: refused."""
+    """A short opened at 45,000 on 2,000 USD has 2,000 of equity against a 3,700 deficit: it
+    pays 1,999.999...9 and keeps one wei."""
     system.set_price(MARKET_BTC, 45_000)
     system.fund(stranger, 2_000)
     system.trade(MARKET_BTC, liquidator, stranger, -WAD, 45_000 * WAD)
-    with ape.reverts("engine: position not in profit"):
-        engine.deleverage(stranger, 0, MARKET_BTC, WAD, sender=liquidator)
-    with pytest.raises(ValueError, match="not in profit"):
-        em.adl_transfer(3_700 * WAD, WAD, WAD, 2_000 * WAD, 0, -WAD)
+    _, log, equity = deleverage(engine, stranger, WAD, liquidator)
+    assert equity == 2_000 * WAD
+    assert log.transfer == em.adl_transfer(3_700 * WAD, WAD, WAD, equity) == equity - 1
+    assert engine.account_health(stranger, 0)[0] == 1
+    assert engine.deficit() == 3_700 * WAD - (equity - 1)
+    # What is left of the stranger cannot be withdrawn below one wei of collateral.
+    with ape.reverts("engine: insufficient collateral"):
+        engine.withdraw(0, USDC, sender=stranger)
+    assert coverage(system, (maker, trader, liquidator, stranger)) == -engine.deficit()
 
 
 # Bad debt repaid from the insurance fund
