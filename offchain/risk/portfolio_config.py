@@ -116,8 +116,8 @@ class PortfolioConfig:
 # Frozen by the rule of offchain.risk.portfolio_calibration on data up to 2021-12-31; to move to
 # the shipped risk configuration file's `portfolio:` section. Do not edit by hand: rerun the rule.
 FROZEN_PORTFOLIO = PortfolioConfig(
-    n_scenarios=14,
-    residual=0.0,
+    n_scenarios=10,
+    residual=0.1,
     floor=0.05,
     initial_ratio=2.0,
     max_shock_bps=(("BTC", 6500), ("ETH", 6500), ("SOL", 8000)),
