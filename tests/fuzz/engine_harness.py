@@ -1,12 +1,13 @@
 """The engine fuzz's world: one deployment per session, driven in lockstep with the model.
 
-Nine markets: BTC (8-decimal feed, the devnet's guardrails), ETH (18-decimal feed, a 30-minute
-increase ramp) and seven small markets on 6-decimal feeds (enough to reach the 8-position
-limit). Actors: four traders (the first a whale who can trade above the 1M tier), a liquidator
-with deep pockets in two subaccounts, and a funder who tops up the insurance fund and calls
-backstops. The setup leaves a leveraged book in BTC and ETH, so price moves have something to
-liquidate. :meth:`World.expect` runs one operation on the model and on the chain and holds the
-chain to the model's outcome: the same revert reason, or success and the model's result.
+Ten markets: BTC (8-decimal feed, the devnet's guardrails), ETH (18-decimal feed, a 30-minute
+increase ramp) and eight small markets on 6-decimal feeds (enough to reach the 8-position
+limit with them alone). Actors: four traders (the first a whale who can trade above the 1M
+tier), a liquidator with deep pockets in two subaccounts, and a funder who tops up the
+insurance fund and calls backstops. The setup leaves a leveraged book in BTC and ETH, both
+sides of each, so price moves have something to liquidate. :meth:`World.expect` runs one
+operation on the model and on the chain and holds the chain to the model's outcome: the same
+revert reason, or success and the model's result.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ SCALE = 10**12  # token units (6 decimals) to WAD
 MODEL_HASH = b"\x33" * 32
 BTC, ETH = 1, 2
 MAIN = (BTC, ETH)
-MINOR = tuple(range(3, 10))
+MINOR = tuple(range(3, 11))
 ALL = MAIN + MINOR
 UNLISTED = 42
 RAMP_GUARDRAILS = dataclasses.replace(DEVNET_GUARDRAILS, increase_ramp=1800)
@@ -273,14 +274,21 @@ class World:
         assert self.deposit((t0, 0), 5_000_000 * USDC)
         for who in (t1, t2, t3):
             for sub in (0, 1):
-                assert self.deposit((who, sub), 40_000 * USDC)
+                assert self.deposit((who, sub), 25_000 * USDC)
         for sub in (0, 1):
             assert self.deposit((self.liquidator, sub), 50_000_000 * USDC)
         assert self.fund_insurance(20_000 * USDC)
-        for m, maker, taker, usd in ((BTC, t1, t0, 600_000), (ETH, t3, t2, -500_000)):
+        book = (  # (market, maker, taker, taker's notional in USD): both sides leveraged
+            (BTC, (t1, 0), (t0, 0), 600_000),
+            (ETH, (t3, 0), (t2, 0), -500_000),
+            (BTC, (t0, 0), (t2, 1), -120_000),
+            (ETH, (t3, 1), (t1, 1), 300_000),
+            (BTC, (self.liquidator, 0), (t3, 0), 300_000),
+            (ETH, (t0, 0), (t3, 1), -200_000),
+        )
+        for m, maker, taker, usd in book:
             size = usd * WAD // SPECS[m].price
-            assert self.trade(m, (maker, 0), (taker, 0), size, SPECS[m].price * WAD)
-        assert self.trade(BTC, (t0, 0), (t2, 1), -2 * WAD, 60_000 * WAD)
+            assert self.trade(m, maker, taker, size, SPECS[m].price * WAD)
 
 
 # ------------------------------------------------------------------------ chain reads

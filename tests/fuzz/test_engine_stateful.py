@@ -56,6 +56,7 @@ from tests.fuzz.engine_harness import (
     TIER_SCHEDULES,
     UNLISTED,
     USDC,
+    answer_of,
     base_world,
     chain_equity,
     chain_positions,
@@ -71,16 +72,18 @@ USERS: list[Key] = [(t, s) for t in WORLD.traders for s in (0, 1)] + [
     (WORLD.liquidator, 1),
 ]
 FUND = (str(WORLD.engine.address), 0)
+LIQUIDATORS: list[Key] = [(WORLD.liquidator, 0), (WORLD.liquidator, 1)]
 HOLDERS: list[Key] = [*USERS, (WORLD.funder, 0)]  # every subaccount that can hold collateral
 
 accounts = st.integers(0, len(USERS) - 1)
 victims = st.integers(0, len(USERS))  # the last one is the insurance fund
 NOTIONALS = st.one_of(
-    st.integers(-150_000, 150_000),
-    st.sampled_from([0, -12_000_000, -2_500_000, -1_200_000, 1_200_000, 2_500_000, 12_000_000]),
+    st.integers(-150_000, -1),
+    st.integers(1, 150_000),
+    st.sampled_from([-12_000_000, -2_500_000, -1_200_000, 0, 1_200_000, 2_500_000, 12_000_000]),
 )
-OFFSETS = st.one_of(st.integers(-100, 100), st.sampled_from([-501, -500, 500, 501]))
-MOVES = [-50, -30, -15, -8, -5, -3, -2, -1, 1, 2, 3, 5, 8, 15, 30]
+OFFSETS = st.one_of(*[st.integers(-100, 100)] * 4, st.sampled_from([-501, -500, 500, 501]))
+MOVES = [-50, -30, -15, -8, -5, -4, -3, -2, -2, -1, -1, 1, 1, 2, 2, 3, 4, 5, 8, 15, 30]
 PAGES = st.sampled_from([1, 2, 3, 7, 100])
 FACTORS = [50, 89, 90, 95, 100, 120, 150, 151, 400]
 RATES = [0, 10**9, -(10**9), 10**11, -(10**11), 10**12, -(10**12), 10**12 + 1]
@@ -196,15 +199,17 @@ class EngineMachine(RuleBasedStateMachine):
                 if not self.m.liquidatable(key):
                     break
                 h = self.m.health(key)
+                m = data.draw(st.sampled_from([leg.market_id for leg in h.legs]))
+                size = data.draw(requested(abs(self.m.size(key, m))))
+                # Mostly the liquidator's deep subaccounts; sometimes an empty one, which
+                # cannot carry what it takes over.
+                liq = data.draw(st.sampled_from([*LIQUIDATORS, *LIQUIDATORS, USERS[1]]))
+                if liq == key:
+                    liq = LIQUIDATORS[0] if key != LIQUIDATORS[0] else LIQUIDATORS[1]
+                self._liquidate(liq, key, m, size)  # refused below zero equity: backstop
                 if h.equity < 0:
                     self._backstop(key)
                     break
-                m = data.draw(st.sampled_from([leg.market_id for leg in h.legs]))
-                size = data.draw(requested(abs(self.m.size(key, m))))
-                liq = (self.w.liquidator, data.draw(st.sampled_from([0, 1])))
-                if liq == key:
-                    liq = (self.w.liquidator, 1 - key[1])
-                self._liquidate(liq, key, m, size)
         self._adl(data)
 
     def _adl_targets(self) -> list[tuple[Fraction, Key, int]]:
@@ -237,56 +242,64 @@ class EngineMachine(RuleBasedStateMachine):
 
     # -------------------------------------------------------------------- collateral
 
-    @rule(a=accounts, usd=st.one_of(st.just(0), st.integers(1, 50_000), st.just(2_000_000)))
-    def deposit(self, a, usd):
-        self.w.deposit(USERS[a], usd * USDC)
-
-    @rule(a=accounts, pct=st.sampled_from([0, 1, 25, 50, 100, 101]))
-    def withdraw(self, a, pct):
+    @rule(
+        a=accounts,
+        kind=st.sampled_from(["deposit", "withdraw", "withdraw", "insurance", "isolate"]),
+        data=st.data(),
+    )
+    def collateral(self, a, kind, data):
+        """Deposits, withdrawals (a share of collateral, or one unit more than the settled cash:
+        blocked by unpaid funding when the account owes some), insurance top-ups, isolation."""
         key = USERS[a]
-        collateral = self.m.acct(key).collateral
-        amount = max(collateral, 0) // SCALE * pct // 100
-        o = self.w.expect(
-            "withdraw",
-            lambda: self.m.withdraw(key, amount),
-            self.e.withdraw,
-            key[1],
-            amount,
-            sender=key[0],
-        )
-        if o.reason == "engine: insufficient collateral" and 0 < amount * SCALE <= collateral:
-            STATS["withdraw: blocked by unpaid funding"] += 1
-
-    @rule(usd=st.integers(0, 20_000))
-    def fund_insurance(self, usd):
-        self.w.fund_insurance(usd * USDC)
-
-    @rule(a=accounts, m=st.sampled_from([0, *MAIN, MINOR[0], UNLISTED]))
-    def isolate(self, a, m):
-        key = USERS[a]
-        self.w.expect(
-            "set_isolated",
-            lambda: self.m.set_isolated(key, m),
-            self.e.set_isolated,
-            key[1],
-            m,
-            sender=key[0],
-        )
+        if kind == "deposit":
+            usd = data.draw(st.one_of(st.just(0), st.integers(1, 50_000), st.just(2_000_000)))
+            self.w.deposit(key, usd * USDC)
+        elif kind == "insurance":
+            self.w.fund_insurance(data.draw(st.integers(0, 20_000)) * USDC)
+        elif kind == "isolate":
+            m = data.draw(st.sampled_from([0, 0, *MAIN, MINOR[0], UNLISTED]))
+            self.w.expect(
+                "set_isolated",
+                lambda: self.m.set_isolated(key, m),
+                self.e.set_isolated,
+                key[1],
+                m,
+                sender=key[0],
+            )
+        else:
+            collateral = self.m.acct(key).collateral
+            cash = self.m.health(key).cash
+            pct = data.draw(st.sampled_from([0, 1, 25, 50, 100, 101, "cash+1"]))
+            if pct == "cash+1":
+                amount = max(cash, 0) // SCALE + 1
+            else:
+                amount = max(collateral, 0) // SCALE * pct // 100
+            o = self.w.expect(
+                "withdraw",
+                lambda: self.m.withdraw(key, amount),
+                self.e.withdraw,
+                key[1],
+                amount,
+                sender=key[0],
+            )
+            blocked = o.reason == "engine: insufficient collateral"
+            if blocked and 0 < amount * SCALE <= collateral:
+                STATS["withdraw: blocked by unpaid funding"] += 1
 
     # ----------------------------------------------------------------------- trading
 
     @rule(
         m=st.sampled_from(MAIN),
         maker=accounts,
-        taker=accounts,
+        other=st.sampled_from([*range(1, len(USERS))] * 4 + [0]),
         usd=NOTIONALS,
         offset_bp=OFFSETS,
     )
-    def trade(self, m, maker, taker, usd, offset_bp):
+    def trade(self, m, maker, other, usd, offset_bp):
         mark = self._mark(m)
         size = int(Fraction(usd * WAD * WAD, mark))
         price = mark * (10_000 + offset_bp) // 10_000
-        sides = (USERS[maker], USERS[taker])
+        sides = (USERS[maker], USERS[(maker + other) % len(USERS)])  # rarely a self trade
         healthy = {k for k in sides if not self.m.liquidatable(k)}
         if self.w.trade(m, sides[0], sides[1], size, price):
             # No trade makes a healthy side liquidatable.
@@ -294,74 +307,90 @@ class EngineMachine(RuleBasedStateMachine):
             if any(leg.notional > 10**6 * WAD for k in sides for leg in self.m.health(k).legs):
                 STATS["trade: a position above the 1M tier"] += 1
 
-    @rule(
-        taker=st.sampled_from([6, 7, 2]),
-        k=st.sampled_from(MINOR),
-        usd=st.sampled_from([-300, -50, 50, 300]),
-    )
-    def spread(self, taker, k, usd):
-        """Small positions in many markets, against the liquidator's second subaccount."""
-        size = usd * WAD * WAD // self._mark(k)
-        self.w.trade(k, USERS[9], USERS[taker], size, self._mark(k), name="spread")
+    @rule(taker=st.sampled_from([6, 7, 2]), data=st.data())
+    def spread(self, taker, data):
+        """Small positions in several small markets, against the liquidator's second
+        subaccount: both reach the 8-position limit."""
+        for k in data.draw(st.lists(st.sampled_from(MINOR), min_size=1, max_size=4)):
+            usd = data.draw(st.sampled_from([-300, -50, 50, 300]))
+            size = usd * WAD * WAD // self._mark(k)
+            self.w.trade(k, USERS[9], USERS[taker], size, self._mark(k), name="spread")
 
     @rule(
-        m=st.sampled_from(ALL),
-        pct=st.sampled_from([25, 50, 100, 150]),
+        pct=st.sampled_from([25, 50, 100, 100, 150]),
         counterparty=st.sampled_from([8, 9, 0]),
         offset_bp=st.sampled_from([-100, 0, 0, 100]),
+        data=st.data(),
     )
-    def unwind_fund(self, m, pct, counterparty, offset_bp):
-        """The owner unwinds the fund's positions through the exchange (after deleveraging:
-        a deficit left when the fund is flat could never be recovered)."""
-        fund_size = self.m.size(FUND, m)
-        if fund_size == 0 or self.m.deficit() != 0:
+    def unwind_fund(self, pct, counterparty, offset_bp, data):
+        """The owner unwinds the fund's positions through the exchange, once deleveraging has
+        recovered the deficit (a deficit left when the fund is flat could never be)."""
+        held = sorted(self.m.acct(FUND).positions)
+        if not held or self.m.deficit() != 0:
             return
+        m = data.draw(st.sampled_from(held))
         price = self._mark(m) * (10_000 + offset_bp) // 10_000
-        self.w.trade(m, FUND, USERS[counterparty], fund_size * pct // 100, price, name="unwind")
+        size = self.m.size(FUND, m) * pct // 100
+        self.w.trade(m, FUND, USERS[counterparty], size, price, name="unwind")
 
     # ------------------------------------------------------------------- prices, feeds
 
-    @rule(m=st.sampled_from(MAIN), pct=st.sampled_from(MOVES), bot=st.booleans(), page=PAGES,
-          data=st.data())  # fmt: skip
+    @rule(
+        m=st.sampled_from([*MAIN, *MAIN, *MAIN, MINOR[0], MINOR[1]]),
+        pct=st.sampled_from(MOVES),
+        bot=st.sampled_from([True, True, False]),
+        page=PAGES,
+        data=st.data(),
+    )
     def move_price(self, m, pct, bot, page, data):
+        """A price move (crash gaps included), usually followed by the bot's pass."""
         self.w.set_answer(m, max(self.w.reference_answer(m) * (100 + pct) // 100, 1))
+        STATS[f"price: {'gap' if abs(pct) >= 15 else 'move'}"] += 1
         if bot:
             self._bot(page, data)
 
-    @rule(k=st.sampled_from(MINOR), pct=st.sampled_from(MOVES))
-    def move_minor(self, k, pct):
-        self.w.set_answer(k, max(self.w.reference_answer(k) * (100 + pct) // 100, 1))
+    @rule(
+        a=accounts,
+        ratio_bp=st.sampled_from([-2_000, 3_000, 7_000, 9_000, 9_900, 10_500]),
+        page=PAGES,
+        data=st.data(),
+    )
+    def squeeze(self, a, ratio_bp, page, data):
+        """Move one market's price until an account sits at a chosen equity / maintenance
+        (below zero, deep underwater, partly liquidatable, just healthy), then the bot's pass.
+        Solved in the price with the other legs fixed: E0 + s (p - p0) = f (M_o + m p / p0)."""
+        h = self.m.health(USERS[a])
+        legs = [leg for leg in h.legs if leg.market_id in MAIN]
+        if not legs:
+            return
+        leg = data.draw(st.sampled_from(legs))
+        f, p0 = Fraction(ratio_bp, 10_000), leg.price
+        other = h.maintenance - leg.maintenance
+        slope = Fraction(leg.size, WAD) - f * Fraction(leg.maintenance, p0)
+        if slope == 0:
+            return
+        price = (f * other - h.equity + Fraction(leg.size * p0, WAD)) / slope
+        if not p0 // 4 < price < 4 * p0:
+            return
+        STATS[f"squeeze to {ratio_bp / 100:g}% of maintenance"] += 1
+        self.w.set_answer(leg.market_id, max(answer_of(leg.market_id, int(price)), 1))
+        self._bot(page, data)
 
-    @rule(m=st.sampled_from(MAIN), ahead=st.sampled_from([1, 600]))
-    def feed_from_the_future(self, m, ahead):
-        self.w.set_answer(m, self.w.reference_answer(m), at=now() + ahead)
-
-    @rule(m=st.sampled_from(ALL), on=st.booleans())
-    def feed_reverting(self, m, on):
-        self.w.set_reverting(m, on)
-
-    @rule(m=st.sampled_from(MAIN), answer=st.sampled_from([0, -1]))
-    def feed_broken(self, m, answer):
-        self.w.set_answer(m, answer)
-
-    @rule(m=st.sampled_from(MAIN), kind=st.sampled_from(["inside", "max", "min", "clear", "bad"]))
-    def price_bounds(self, m, kind):
-        ans = self.w.reference_answer(m)
-        low, high = {
-            "inside": (ans // 2, ans * 2),
-            "max": (ans // 2, ans),
-            "min": (ans, ans * 2),
-            "clear": (0, 0),
-            "bad": (ans, ans),
-        }[kind]
-        self.w.expect(
-            "set_price_bounds",
-            lambda: self.m.set_price_bounds(m, low, high),
-            self.e.set_price_bounds,
-            m,
-            low,
-            high,
-        )
+    @rule(
+        m=st.sampled_from([*MAIN, *MINOR[:2]]),
+        kind=st.sampled_from(["future", "revert", "revive", "zero", "negative", "refresh"]),
+    )
+    def feed_fault(self, m, kind):
+        """Feeds from the future, reverting, answering zero or less, and back."""
+        STATS[f"feed: {kind}"] += 1
+        if kind == "future":
+            self.w.set_answer(m, self.w.reference_answer(m), at=now() + 600)
+        elif kind in ("revert", "revive"):
+            self.w.set_reverting(m, kind == "revert")
+        elif kind in ("zero", "negative"):
+            self.w.set_answer(m, 0 if kind == "zero" else -1)
+        else:
+            self.w.set_answer(m, self.w.reference_answer(m))
 
     # ------------------------------------------------------------ registry, governance
 
@@ -373,6 +402,7 @@ class EngineMachine(RuleBasedStateMachine):
         wait=st.sampled_from([0, 1, 1, 60]),
     )
     def keeper_update(self, m, factor, rate, fault, wait):
+        """A signed update; the registry's verdict is margin_math.apply_update's."""
         if wait:
             boa.env.time_travel(seconds=wait)
         mk, t = self.m.markets[m], now()
@@ -382,69 +412,99 @@ class EngineMachine(RuleBasedStateMachine):
         deadline = t - 1 if fault == "deadline" else t + 600
         self.w.keeper_update(m, multiplier, rate, observed, deadline)
 
-    @rule()
-    def registry_pause(self):
-        paused = self.m.registry_paused
-        with boa.env.prank(self.w.guardian):
-            (self.w.registry.unpause if paused else self.w.registry.pause)()
-        self.m.registry_paused = not paused
-        STATS[f"registry: {'unpaused' if paused else 'paused'}"] += 1
-
-    @rule(m=st.sampled_from(MAIN), schedule=st.sampled_from(sorted(TIER_SCHEDULES)))
-    def configure_tiers(self, m, schedule):
-        tiers = TIER_SCHEDULES[schedule]
-        mk = self.m.markets[m]
-        self.w.expect(
-            f"tiers {schedule}",
-            lambda: self.m.configure_tiers(m, tiers),
-            self.w.registry.configure_market,
-            m,
-            [(t.notional_floor, t.maintenance_rate) for t in tiers],
-            mk.initial_ratio,
-            mk.guardrails.as_tuple(),
-        )
-
-    @rule(m=st.sampled_from(MAIN), seconds=st.sampled_from([0, 3600, 86_400, 86_401]))
-    def funding_reserve(self, m, seconds):
-        self.w.expect(
-            "set_funding_reserve",
-            lambda: self.m.set_funding_reserve(m, seconds),
-            self.e.set_funding_reserve,
-            m,
-            seconds,
-        )
-
-    @rule(usd=st.sampled_from([0, 5, 100, 101]))
-    def backstop_reward(self, usd):
-        self.w.expect(
-            "set_backstop_reward",
-            lambda: self.m.set_backstop_reward(usd * WAD),
-            self.e.set_backstop_reward,
-            usd * WAD,
-        )
-
-    @rule(paused=st.sampled_from([True, False, False]))
-    def engine_pause(self, paused):
-        with boa.env.prank(self.w.owner):
-            (self.e.pause if paused else self.e.unpause)()
-        self.m.paused = paused
-
-    @rule(m=st.sampled_from([*ALL, UNLISTED]))
-    def poke(self, m):
-        self.w.expect("poke", lambda: self.m.poke(m), self.e.poke, m, sender=self.w.funder)
+    @rule(
+        kind=st.sampled_from(
+            ["registry pause", "engine pause", "tiers", "bounds", "bounds", "reserve", "reward"]
+        ),
+        m=st.sampled_from(MAIN),
+        data=st.data(),
+    )
+    def governance(self, kind, m, data):
+        """Pauses (registry: guardian; engine: owner), tier schedules (pushed by the registry,
+        sometimes below the liquidation fee), feed bounds, the funding reserve, the backstop
+        reward."""
+        if kind == "registry pause":
+            paused = self.m.registry_paused
+            with boa.env.prank(self.w.guardian):
+                (self.w.registry.unpause if paused else self.w.registry.pause)()
+            self.m.registry_paused = not paused
+            STATS[f"registry: {'unpaused' if paused else 'paused'}"] += 1
+        elif kind == "engine pause":
+            paused = data.draw(st.sampled_from([True, False, False]))
+            with boa.env.prank(self.w.owner):
+                (self.e.pause if paused else self.e.unpause)()
+            self.m.paused = paused
+        elif kind == "tiers":
+            name = data.draw(st.sampled_from(sorted(TIER_SCHEDULES)))
+            tiers, mk = TIER_SCHEDULES[name], self.m.markets[m]
+            self.w.expect(
+                f"tiers {name}",
+                lambda: self.m.configure_tiers(m, tiers),
+                self.w.registry.configure_market,
+                m,
+                [(t.notional_floor, t.maintenance_rate) for t in tiers],
+                mk.initial_ratio,
+                mk.guardrails.as_tuple(),
+            )
+        elif kind == "bounds":
+            ans = self.w.reference_answer(m)
+            low, high = data.draw(
+                st.sampled_from(
+                    [
+                        (ans // 2, ans * 2),
+                        (ans // 2, ans),
+                        (ans, ans * 2),
+                        (0, 0),
+                        (0, 0),
+                        (ans, ans),
+                    ]
+                )
+            )
+            self.w.expect(
+                "set_price_bounds",
+                lambda: self.m.set_price_bounds(m, low, high),
+                self.e.set_price_bounds,
+                m,
+                low,
+                high,
+            )
+        elif kind == "reserve":
+            seconds = data.draw(st.sampled_from([0, 3600, 86_400, 86_401]))
+            self.w.expect(
+                "set_funding_reserve",
+                lambda: self.m.set_funding_reserve(m, seconds),
+                self.e.set_funding_reserve,
+                m,
+                seconds,
+            )
+        else:
+            usd = data.draw(st.sampled_from([0, 5, 100, 101]))
+            self.w.expect(
+                "set_backstop_reward",
+                lambda: self.m.set_backstop_reward(usd * WAD),
+                self.e.set_backstop_reward,
+                usd * WAD,
+            )
 
     @rule(
         seconds=st.sampled_from([1, 60, 900, 1800, 3601, 7201, 14_401, 86_400]),
         refresh=st.sampled_from([True, True, False]),
+        poke=st.sampled_from([None, None, *ALL[:3], UNLISTED]),
     )
-    def advance_time(self, seconds, refresh):
+    def advance_time(self, seconds, refresh, poke):
+        """Time passes (the ramp, the heartbeat, the stale decay); the feeds' own heartbeat
+        stamps a fresh round at the same answer; somebody may poke a market."""
         boa.env.time_travel(seconds=seconds)
         STATS[f"time: +{seconds}s"] += 1
-        if refresh:  # the feeds' own heartbeat: a fresh round at the same answer
+        if refresh:
             for m in ALL:
                 feed = self.m.markets[m].feed
                 if not feed.reverting and feed.answer > 0:
                     self.w.set_answer(m, feed.answer)
+        if poke is not None:
+            self.w.expect(
+                "poke", lambda: self.m.poke(poke), self.e.poke, poke, sender=self.w.funder
+            )
 
     # ---------------------------------------------------- liquidation, backstop, ADL
 
@@ -452,21 +512,24 @@ class EngineMachine(RuleBasedStateMachine):
     def bot_pass(self, page, data):
         self._bot(page, data)
 
-    @rule(v=victims, m=st.sampled_from([*MAIN, MINOR[0]]), data=st.data(), liq_sub=st.booleans())
-    def liquidate(self, v, m, data, liq_sub):
-        victim = self._key(v)
-        size = data.draw(requested(max(abs(self.m.size(victim, m)), 1)))
-        self._liquidate((self.w.liquidator, int(liq_sub)), victim, m, size)
-
-    @rule(v=victims)
-    def backstop(self, v):
-        self._backstop(self._key(v))
-
-    @rule(v=victims, m=st.sampled_from([*MAIN, MINOR[0]]), data=st.data())
-    def deleverage(self, v, m, data):
+    @rule(
+        kind=st.sampled_from(["liquidate", "backstop", "deleverage"]),
+        v=victims,
+        m=st.sampled_from([*MAIN, MINOR[0]]),
+        data=st.data(),
+    )
+    def one_call(self, kind, v, m, data):
+        """One liquidation, backstop or deleveraging of any account: every refusal predicted."""
         victim = self._key(v)
         size = data.draw(st.one_of(st.just(0), requested(max(abs(self.m.size(victim, m)), 1))))
-        self._deleverage(victim, m, size)
+        if kind == "liquidate":
+            self._liquidate(
+                (self.w.liquidator, data.draw(st.sampled_from([0, 1]))), victim, m, size
+            )
+        elif kind == "backstop":
+            self._backstop(victim)
+        else:
+            self._deleverage(victim, m, size)
 
     @rule(data=st.data())
     def adl_pass(self, data):
