@@ -47,6 +47,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from offchain import WAD
 from offchain.protocol import engine_math as em
+from offchain.protocol import margin_math as mm
 from tests.fuzz.conftest import ENGINE_RUNS
 from tests.fuzz.engine_harness import (
     ALL,
@@ -234,7 +235,8 @@ class EngineMachine(RuleBasedStateMachine):
                 return
             targets = self._adl_targets()
             if not targets:
-                STATS["adl: deficit with no opposite position left"] += 1
+                why = "no fund position" if not self.m.acct(FUND).positions else "no equity"
+                STATS[f"adl: deficit left, {why} on the other side"] += 1
                 return
             _, key, m = targets[0]
             size = data.draw(st.one_of(st.just(2**128), requested(abs(self.m.size(key, m)))))
@@ -331,7 +333,10 @@ class EngineMachine(RuleBasedStateMachine):
         m = data.draw(st.sampled_from(held))
         price = self._mark(m) * (10_000 + offset_bp) // 10_000
         size = self.m.size(FUND, m) * pct // 100
-        self.w.trade(m, FUND, USERS[counterparty], size, price, name="unwind")
+        done = self.w.trade(m, FUND, USERS[counterparty], size, price, name="unwind")
+        if done and self.m.deficit():  # a concession on the price cost the fund more than it had
+            flat = not self.m.acct(FUND).positions
+            STATS[f"unwind: left a deficit{' and a flat fund' if flat else ''}"] += 1
 
     # ------------------------------------------------------------------- prices, feeds
 
@@ -554,6 +559,7 @@ class EngineMachine(RuleBasedStateMachine):
             assert e.open_interest(mid) == m.open_interest(mid) == m.short_interest(mid)
         for mid in MAIN:
             assert tuple(e.premium_accumulator(mid)) == m.markets[mid].premium
+            self._count_regime(mid)
         chain = {}
         for key in [*HOLDERS, FUND]:
             collateral, positions = e.collateral_of(*key), chain_positions(e, key)
@@ -611,6 +617,18 @@ class EngineMachine(RuleBasedStateMachine):
         else:
             STATS["solvency: deficit deleveraging cannot reach"] += 1
 
+    def _count_regime(self, mid: int) -> None:
+        """Which of the registry's time rules is in force for a market (for the summary)."""
+        mk, t = self.m.markets[mid], self.m.now
+        state, g = mk.state, mk.guardrails
+        if mm.is_stale(state, g, t):
+            decaying = mm.funding_rate_in_force(state, g, t) != state.funding_rate
+            STATS[f"regime: stale{', funding decaying' if decaying else ''}"] += 1
+        elif state.ramp_from < state.target and t - state.updated_at < g.increase_ramp:
+            STATS["regime: mid-ramp"] += 1
+        if mk.tiers != TIER_SCHEDULES["devnet"]:
+            STATS["regime: tiers below the liquidation fee"] += 1
+
     @invariant()
     def nobody_healthy_is_liquidatable(self):
         if not hasattr(self, "w"):
@@ -621,6 +639,8 @@ class EngineMachine(RuleBasedStateMachine):
         if not positions or self.m.liquidatable(key):
             return
         assert not self.e.is_liquidatable(*key)
+        h = self.m.health(key)
+        assert tuple(self.e.account_health(*key)) == (h.equity, h.maintenance, h.initial)
         liq = (self.w.liquidator, 1 if key == (self.w.liquidator, 0) else 0)
         with boa.env.anchor(), boa.reverts("engine: account healthy"), boa.env.prank(liq[0]):
             self.e.liquidate(key[0], key[1], next(iter(positions)), 2**128, liq[1])
