@@ -9,6 +9,7 @@ number of examples of either).
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -41,6 +42,26 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+# The engine's stateful machine: (examples, steps per example). "deep" runs at least 10,000
+# steps in all; "ci" about a minute of them.
+ENGINE_RUNS = {"ci": (6, 30), "deep": (110, 100)}[os.environ.get("HYPOTHESIS_PROFILE", "ci")]
+if "ENGINE_FUZZ_EXAMPLES" in os.environ:
+    ENGINE_RUNS = (int(os.environ["ENGINE_FUZZ_EXAMPLES"]), ENGINE_RUNS[1])
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many steps the engine machine ran and every outcome its operations reached."""
+    harness = sys.modules.get("tests.fuzz.engine_harness")
+    if harness is None or not harness.STATS:
+        return
+    stats = harness.STATS
+    steps = stats["checks"] - stats["examples"]
+    terminalreporter.write_sep("-", "engine fuzz")
+    terminalreporter.write_line(f"{steps} steps in {stats['examples']} examples")
+    for name, count in sorted(stats.items()):
+        if name not in ("checks", "examples"):
+            terminalreporter.write_line(f"{count:8d}  {name}")
+
 
 TIERS = list(DEFAULT_TIERS)  # the contract suites' own schedule, not the devnet's
 GUARDRAILS = DEFAULT_GUARDRAILS

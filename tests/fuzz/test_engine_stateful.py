@@ -1,407 +1,652 @@
-"""Stateful fuzzing of the margin engine on titanoboa against the Python model.
+"""Stateful fuzzing of the margin engine on titanoboa against an independent model.
 
-Random deposits, withdrawals, trades (sometimes outside the band), price moves including
--50% gaps, broken and stale feeds, funding and multiplier updates signed by a keeper,
-liquidations, liquidation passes and backstops. After every step:
+The world (``engine_harness``): nine markets (8-, 18- and 6-decimal feeds), four traders, a
+liquidator with two subaccounts, a funder, and a leveraged book. Rules: deposits; withdrawals
+(one blocked by unpaid funding among them); trades that open, grow, reduce and flip, above the
+1M and 10M tiers, outside the band, into the open-interest cap, the 8-position limit and
+isolated margin; price moves with crash gaps; feeds from the future, reverting, broken or
+stale; price bounds; keeper updates of multiplier and funding rate (every rejection predicted
+by ``margin_math.apply_update`` and asserted with its reason) with the registry paused or not;
+tier changes under the liquidation fee; the funding reserve; time jumps (ramp, heartbeat, the
+stale decay); the bot's pass (accounts discovered through ``users_to_liquidate`` pages,
+requested sizes drawn at random, negative accounts backstopped) followed by auto-deleveraging
+(targets ranked by unrealised profit x leverage with the reference); single liquidations,
+backstops and deleveragings with every revert predicted; and the insurance fund unwinding its
+positions through the exchange.
 
-- the model agrees with the contract (collateral, positions, open interest, insurance fund,
-  bad debt, health of every subaccount) and every revert reason matches;
-- solvency: token balance (WAD) + bad debt >= the sum of every subaccount's equity, the
-  insurance fund's included (see the report: the literal "balance >= sum of collateral" fails
-  by design once one side realises profit while the other still holds the loss);
-- open interest == sum of long sizes == sum of short sizes;
-- nobody healthy can be liquidated;
-- bad debt only grows in backstops and by at most the account's shortfall.
-Rules also check that no user action makes its own account liquidatable, that a liquidation
-closes exactly min(requested, the rule's cap), and that a liquidation pass leaves nobody
-liquidatable.
+After every step (``chain_agrees_and_books_balance``):
 
-Run: ``pytest -p no:ape_test tests/fuzz`` (profile "ci": 30 examples x 30 steps;
-``HYPOTHESIS_PROFILE=deep``: 300 x 100).
+- the chain equals the model: collateral, positions and snapshots of every subaccount, mark
+  prices, funding indices, open interest (long == short), premium and volume accumulators,
+  bad debt, the token balance; every account's ``health_batch`` entry equals
+  ``engine_math.health`` to the wei, and ``liquidatable`` is exactly equity < maintenance;
+- no flat subaccount holds negative collateral;
+- ``deficit()`` = bad debt + the marked insurance fund's negative equity (from the chain's
+  stored positions) and ``insurance_fund()`` its positive part;
+- conservation, to the wei: token balance (WAD) = sum over every subaccount (the fund
+  included) of (collateral - open notional) + sum of size x funding snapshot / WAD - bad debt
+  + the rounding the engine keeps (the model's ``kept``);
+- solvency: with no account below zero equity, claims (every subaccount's positive equity,
+  unrealised profit included, plus the insurance fund) - token balance = deficit - rounding
+  (what the marks and the engine keep): with no deficit the balance covers every claim; a
+  deficit that deleveraging cannot reach (no opposite position) is counted in the summary.
+
+``nobody_healthy_is_liquidatable`` tries, in turn, to liquidate a healthy account.
+Run: ``pytest -p no:ape_test tests/fuzz/test_engine_stateful.py`` (``HYPOTHESIS_PROFILE=deep``
+for ``make fuzz``); the session's summary prints the steps and every outcome reached.
 """
 
 from __future__ import annotations
 
-import contextlib
+from fractions import Fraction
 
 import boa
-from hypothesis import event
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from tests.fuzz.conftest import (
-    LIQUIDATION_FEE,
-    LIQUIDATOR_SHARE,
-    MAX_PRICE_AGE,
-    OI_CAP,
-    PRICE_BAND,
-    PRICES,
-    WAD,
-    deploy_system,
+from offchain import WAD
+from offchain.protocol import engine_math as em
+from offchain.protocol import margin_math as mm
+from tests.fuzz.conftest import ENGINE_RUNS
+from tests.fuzz.engine_harness import (
+    ALL,
+    MAIN,
+    MINOR,
+    STATS,
+    TIER_SCHEDULES,
+    UNLISTED,
+    USDC,
+    answer_of,
+    base_world,
+    chain_equity,
+    chain_positions,
+    key_of,
+    now,
 )
-from tests.fuzz.engine_model import EngineModel, Market
+from tests.fuzz.engine_model import Key
 
-USDC = 10**6
-N_TRADERS = 4
-SUBS = (0, 1)
-_BASE: list = []
+SCALE = 10**12
+WORLD = base_world()  # deployed at import, outside the anchors around each example
+USERS: list[Key] = [(t, s) for t in WORLD.traders for s in (0, 1)] + [
+    (WORLD.liquidator, 0),
+    (WORLD.liquidator, 1),
+]
+FUND = (str(WORLD.engine.address), 0)
+LIQUIDATORS: list[Key] = [(WORLD.liquidator, 0), (WORLD.liquidator, 1)]
+HOLDERS: list[Key] = [*USERS, (WORLD.funder, 0)]  # every subaccount that can hold collateral
+
+accounts = st.integers(0, len(USERS) - 1)
+victims = st.integers(0, len(USERS))  # the last one is the insurance fund
+NOTIONALS = st.one_of(
+    st.integers(-150_000, -1),
+    st.integers(1, 150_000),
+    st.sampled_from([-12_000_000, -2_500_000, -1_200_000, 0, 1_200_000, 2_500_000, 12_000_000]),
+)
+OFFSETS = st.one_of(*[st.integers(-100, 100)] * 4, st.sampled_from([-501, -500, 500, 501]))
+MOVES = [-50, -30, -15, -8, -5, -4, -3, -2, -2, -1, -1, 1, 1, 2, 2, 3, 4, 5, 8, 15, 30]
+PAGES = st.sampled_from([1, 2, 3, 7, 100])
+FACTORS = [50, 89, 90, 95, 100, 120, 150, 151, 400]
+RATES = [0, 10**9, -(10**9), 10**11, -(10**11), 10**12, -(10**12), 10**12 + 1]
 
 
-def base_system():
-    """Deploy the contracts and fund the actors' wallets once per session."""
-    if not _BASE:
-        system = deploy_system()
-        traders = [boa.env.generate_address(f"trader{i}") for i in range(N_TRADERS)]
-        liquidator = boa.env.generate_address("liquidator")
-        funder = boa.env.generate_address("funder")
-        for who in [*traders, liquidator, funder]:
-            system.token.mint(who, 10**20)
-            with boa.env.prank(who):
-                system.token.approve(system.engine.address, 2**256 - 1)
-        _BASE.extend([system, traders, liquidator, funder])
-    return tuple(_BASE)
-
-
-# Deployed at import, outside the anchors titanoboa's pytest plugin puts around each example.
-base_system()
+def requested(size: int):
+    """A liquidation or deleveraging request: anything from 1 wei to more than the position,
+    with the whole, all but one wei (a dust remainder) and a third weighted in."""
+    return st.one_of(
+        st.integers(1, size),
+        st.sampled_from([size, max(size - 1, 1), 2**128, max(size // 3, 1)]),
+    )
 
 
 class EngineMachine(RuleBasedStateMachine):
     @initialize()
-    def setup(self):
-        # The contracts are deployed once per session; each example runs inside an anchor
-        # (reverted in teardown) starting from a poke, so the model starts in sync.
-        self.s, self.traders, self.liquidator, self.funder = base_system()
+    def start(self):
+        self.w = base_world()
+        self.m, self.e = self.w.model, self.w.engine
         self._anchor = boa.env.anchor()
         self._anchor.__enter__()
-        self.engine = self.s.engine
-        registry = self.s.registry
-        self.model = EngineModel(
-            self.engine.address,
-            10**12,
-            lambda m, n: tuple(registry.margin_requirements(m, n)),
-            lambda m: registry.funding_rate(m),
-        )
-        self._sync_time()
-        for m, usd in PRICES.items():
-            self.model.markets[m] = Market(
-                MAX_PRICE_AGE, PRICE_BAND, LIQUIDATION_FEE, LIQUIDATOR_SHARE, OI_CAP
-            )
-            self._set_feed(m, usd * 10**8)
-            reason, _ = self.model.poke(m)
-            self._call(reason, self.engine.poke, m, sender=self.funder)
-        self._deposit(self.liquidator, 0, 10**11 * USDC)  # deep pockets: never liquidatable
-        for t in self.traders:
-            for sub in SUBS:
-                self._deposit(t, sub, 20_000 * USDC)
-        self._fund(5_000 * USDC)
-        self.bad_debt_seen = 0
-        # Leveraged books from the start, so that price moves have something to liquidate.
-        t = self.traders
-        for m, maker, taker, usd in ((1, t[1], t[0], 450_000), (2, t[3], t[2], -350_000)):
-            size = usd * WAD // PRICES[m]
-            reason, _ = self.model.settle_trade(m, maker, 0, taker, 0, size, PRICES[m] * WAD)
-            assert reason is None
-            with boa.env.prank(self.s.exchange):
-                self.engine.settle_trade(m, maker, 0, taker, 0, size, PRICES[m] * WAD)
+        self.turn = 0
+        STATS["examples"] += 1
 
     def teardown(self):
-        self._anchor.__exit__(None, None, None)
+        if hasattr(self, "_anchor"):
+            self._anchor.__exit__(None, None, None)
 
-    # --- plumbing ------------------------------------------------------------------------
-    def _sync_time(self):
-        self.model.now = boa.env.evm.patch.timestamp
+    # ------------------------------------------------------------------------ helpers
 
-    def _call(self, reason, fn, *args, sender=None):
-        """Run a contract call expecting the model's revert reason (or success)."""
-        event(f"{fn.fn_ast.name}: {reason or 'ok'}")
-        if reason is not None:
-            with boa.reverts(reason), boa.env.prank(sender):
-                fn(*args)
-            return None
-        with boa.env.prank(sender):
-            return fn(*args)
+    def _key(self, i: int) -> Key:
+        return USERS[i] if i < len(USERS) else FUND
 
-    def _deposit(self, who, sub, amount):
-        self._sync_time()
-        reason, _ = self.model.deposit(who, sub, amount)
-        self._call(reason, self.engine.deposit, sub, amount, sender=who)
-        return reason
+    def _mark(self, m: int) -> int:
+        mk = self.m.markets[m]
+        try:
+            return self.m.mark(m)[0]
+        except Exception:
+            return mk.price
 
-    def _fund(self, amount):
-        self._sync_time()
-        reason, _ = self.model.fund_insurance(amount)
-        self._call(reason, self.engine.fund_insurance, amount, sender=self.funder)
-
-    def _accounts(self):
-        return [(t, sub) for t in self.traders for sub in SUBS] + [(self.liquidator, 0)]
-
-    def _liquidatable(self, who, sub):
-        return self.engine.is_liquidatable(who, sub)
-
-    def _set_feed(self, m, answer, updated_at=None):
-        feed = self.s.feeds[m]
-        if updated_at is None:
-            feed.set_answer(answer)
-            updated_at = boa.env.evm.patch.timestamp
-        else:
-            feed.set_round(answer, updated_at)
-        self.model.markets[m].feed_price = answer * 10**10
-        self.model.markets[m].feed_updated = updated_at
-
-    # --- rules ---------------------------------------------------------------------------
-    @rule(i=st.integers(0, N_TRADERS - 1), sub=st.sampled_from(SUBS), usd=st.integers(0, 30_000))
-    def deposit(self, i, sub, usd):
-        who = self.traders[i]
-        before = self._liquidatable(who, sub)
-        reason = self._deposit(who, sub, usd * USDC)
-        if reason is None and not before:
-            assert not self._liquidatable(who, sub)
-
-    @rule(
-        i=st.integers(0, N_TRADERS - 1),
-        sub=st.sampled_from(SUBS),
-        fraction=st.sampled_from([1, 10, 50, 90, 100, 101]),
-    )
-    def withdraw(self, i, sub, fraction):
-        who = self.traders[i]
-        self._sync_time()
-        collateral = max(self.model.acct(who, sub).collateral, 0) // 10**12
-        amount = collateral * fraction // 100
-        before = self._liquidatable(who, sub)
-        reason, _ = self.model.withdraw(who, sub, amount)
-        self._call(reason, self.engine.withdraw, sub, amount, sender=who)
-        if reason is None and not before:
-            assert not self._liquidatable(who, sub)
-
-    @rule(
-        m=st.sampled_from(list(PRICES)),
-        maker=st.integers(0, N_TRADERS - 1),
-        taker_offset=st.integers(1, N_TRADERS - 1),
-        maker_sub=st.sampled_from(SUBS),
-        taker_sub=st.sampled_from(SUBS),
-        notional_usd=st.integers(-150_000, 150_000),
-        offset_bp=st.integers(-550, 550),
-    )
-    def trade(self, m, maker, taker_offset, maker_sub, taker_sub, notional_usd, offset_bp):
-        self._sync_time()
-        taker = (maker + taker_offset) % N_TRADERS
-        mark, _ = self.engine.mark_price(m)
-        size = notional_usd * WAD * WAD // mark
-        price = mark * (10_000 + offset_bp) // 10_000
-        mk_owner, tk_owner = self.traders[maker], self.traders[taker]
-        before = {
-            (o, s): self._liquidatable(o, s)
-            for o, s in ((mk_owner, maker_sub), (tk_owner, taker_sub))
-        }
-        reason, _ = self.model.settle_trade(
-            m, mk_owner, maker_sub, tk_owner, taker_sub, size, price
-        )
-        self._call(
-            reason,
-            self.engine.settle_trade,
+    def _liquidate(self, liq: Key, victim: Key, m: int, size: int):
+        o = self.w.expect(
+            "liquidate",
+            lambda: self.m.liquidate(liq, victim, m, size),
+            self.e.liquidate,
+            victim[0],
+            victim[1],
             m,
-            mk_owner,
-            maker_sub,
-            tk_owner,
-            taker_sub,
             size,
-            price,
-            sender=self.s.exchange,
+            liq[1],
+            sender=liq[0],
         )
-        if reason is None:
-            for (o, s), was in before.items():
-                if not was:
-                    assert not self._liquidatable(o, s), "a trade made its own account liquidatable"
+        if o:
+            closed, penalty, reward = o.expected
+            assert o.out == closed  # min(requested, engine_math.closable)
+            log = o.event("Liquidation")
+            assert (abs(log.size), log.penalty, log.liquidator_reward) == (closed, penalty, reward)
+        return o
 
-    @rule(
-        m=st.sampled_from(list(PRICES)),
-        pct=st.sampled_from([-50, -30, -10, -5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 10, 30]),
-        then_pass=st.sampled_from([True, True, False]),
-    )
-    def move_price(self, m, pct, then_pass):
-        price = self.model.markets[m].feed_price
-        if price <= 0:
-            price = self.model.markets[m].last_price
-        self._set_feed(m, max(price * (100 + pct) // 100 // 10**10, 1))
-        if then_pass:
-            self._liquidation_pass()
-
-    @rule(m=st.sampled_from(list(PRICES)), pct=st.sampled_from([-4, -3, -2, 2, 3, 4]))
-    def shock_then_liquidate(self, m, pct):
-        """A move of a few percent against leveraged books, then a bot's pass."""
-        self.move_price(m, pct, True)
-
-    @rule(m=st.sampled_from(list(PRICES)), answer=st.sampled_from([0, -1]))
-    def break_feed(self, m, answer):
-        self._set_feed(m, answer)
-
-    @rule(m=st.sampled_from(list(PRICES)))
-    def refresh_feed(self, m):
-        price = self.model.markets[m].feed_price
-        if price <= 0:
-            price = self.model.markets[m].last_price
-        self._set_feed(m, price // 10**10)
-
-    @rule(
-        seconds=st.sampled_from([1, 60, 1800, 3601, 7201, 86_400]),
-        refresh=st.sampled_from([True, True, False]),
-    )
-    def advance_time(self, seconds, refresh):
-        boa.env.time_travel(seconds=seconds)
-        self._sync_time()
-        if refresh:  # the feeds' heartbeat: a fresh round at the same price
-            for m in PRICES:
-                self.refresh_feed(m)
-
-    @rule(
-        m=st.sampled_from(list(PRICES)),
-        factor=st.sampled_from([90, 100, 120, 150]),
-        rate=st.integers(-(10**12), 10**12),
-    )
-    def risk_update(self, m, factor, rate):
-        boa.env.time_travel(seconds=1)
-        self._sync_time()
-        target = self.s.registry.target_multiplier(m) or 2 * WAD
-        multiplier = min(max(target * factor // 100, WAD), 10 * WAD)
-        # A step the registry's guardrails refuse is not the engine's concern.
-        with contextlib.suppress(boa.BoaError):
-            self.s.update_risk(m, multiplier, rate)
-
-    @rule(m=st.sampled_from(list(PRICES)))
-    def poke(self, m):
-        self._sync_time()
-        reason, _ = self.model.poke(m)
-        self._call(reason, self.engine.poke, m, sender=self.funder)
-
-    @rule(usd=st.integers(1, 5_000))
-    def fund_insurance(self, usd):
-        self._fund(usd * USDC)
-
-    @rule(paused=st.sampled_from([True, False, False]))
-    def set_pause(self, paused):
-        with boa.env.prank(self.s.owner):
-            (self.engine.pause if paused else self.engine.unpause)()
-        self.model.paused = paused
-
-    def _liquidate(self, who, sub, m, size):
-        self._sync_time()
-        reason, closed = self.model.liquidate(self.liquidator, who, sub, m, size, 0)
-        result = self._call(
-            reason, self.engine.liquidate, who, sub, m, size, 0, sender=self.liquidator
+    def _backstop(self, victim: Key):
+        o = self.w.expect(
+            "backstop",
+            lambda: self.m.backstop(self.w.funder, victim),
+            self.e.backstop,
+            victim[0],
+            victim[1],
+            sender=self.w.funder,
         )
-        if reason is None:
-            assert result == closed <= size  # exactly min(requested, the rule's cap)
-        return reason
+        if o:
+            equity, covered, uncovered, reward = o.expected
+            log = o.event("Backstop")
+            assert (log.equity, log.covered, log.bad_debt) == (equity, covered, uncovered)
+            if reward:
+                assert o.event("BackstopReward").amount == reward
+        return o
 
-    @rule(
-        i=st.integers(0, N_TRADERS - 1),
-        sub=st.sampled_from(SUBS),
-        m=st.sampled_from(list(PRICES)),
-        size_bp=st.integers(1, 20_000),
-    )
-    def liquidate(self, i, sub, m, size_bp):
-        who = self.traders[i]
-        size = abs(self.model.acct(who, sub).positions.get(m, (WAD, 0))[0]) * size_bp // 10_000
-        self._liquidate(who, sub, m, max(size, 1))
+    def _deleverage(self, victim: Key, m: int, size: int):
+        o = self.w.expect(
+            "deleverage",
+            lambda: self.m.deleverage(victim, m, size),
+            self.e.deleverage,
+            victim[0],
+            victim[1],
+            m,
+            size,
+            sender=self.w.funder,
+        )
+        if o:
+            log = o.event("Deleveraged")
+            assert o.out == abs(o.expected["size"])
+            assert {k: getattr(log, k) for k in o.expected} == o.expected
+        return o
 
-    def _backstop(self, who, sub):
-        self._sync_time()
-        debt_before = self.model.bad_debt
-        reason, result = self.model.backstop(who, sub)
-        self._call(reason, self.engine.backstop, who, sub, sender=self.funder)
-        if reason is None:
-            equity, _covered, uncovered = result
-            assert self.model.bad_debt - debt_before == uncovered <= -equity
-            self.bad_debt_seen = self.model.bad_debt
+    def _discover(self, page: int) -> list[Key]:
+        """The bot's discovery: every page of ``users_to_liquidate``."""
+        count = self.e.accounts_with_positions_count()
+        assert count == len(self.m.active())
+        found: list[Key] = []
+        for start in range(0, count, page):
+            found += [key_of(x) for x in self.e.users_to_liquidate(start, page)]
+        assert len(found) == len(set(found))
+        assert set(found) == {k for k in self.m.active() if self.m.liquidatable(k)}
+        STATS[f"discovered {min(len(found), 3)}{'+' if len(found) >= 3 else ''}"] += 1
+        return found
 
-    @rule(i=st.integers(0, N_TRADERS - 1), sub=st.sampled_from(SUBS))
-    def backstop(self, i, sub):
-        self._backstop(self.traders[i], sub)
-
-    @rule()
-    def liquidation_pass(self):
-        self._liquidation_pass()
-
-    def _liquidation_pass(self):
-        """A bot's pass: liquidate whatever is liquidatable, backstop what is below zero."""
-        for who, sub in self._accounts():
-            for _ in range(2 * len(PRICES) + 2):
-                if not self.engine.is_liquidatable(who, sub):
+    def _bot(self, page: int, data) -> None:
+        """A liquidation bot's pass, then deleveraging of whatever deficit is left."""
+        found = self._discover(page)
+        ratio = {k: self.m.health(k) for k in found}
+        found.sort(key=lambda k: Fraction(ratio[k].equity, max(ratio[k].maintenance, 1)))
+        for key in found:
+            for _ in range(4):
+                if not self.m.liquidatable(key):
                     break
-                health = self.model.health(who, sub)
-                if health.equity < 0:
-                    self._backstop(who, sub)
+                h = self.m.health(key)
+                m = data.draw(st.sampled_from([leg.market_id for leg in h.legs]))
+                size = data.draw(requested(abs(self.m.size(key, m))))
+                # Mostly the liquidator's deep subaccounts; sometimes an empty one, which
+                # cannot carry what it takes over.
+                liq = data.draw(st.sampled_from([*LIQUIDATORS, *LIQUIDATORS, USERS[1]]))
+                if liq == key:
+                    liq = LIQUIDATORS[0] if key != LIQUIDATORS[0] else LIQUIDATORS[1]
+                self._liquidate(liq, key, m, size)  # refused below zero equity: backstop
+                if h.equity < 0:
+                    self._backstop(key)
+                    break
+        self._adl(data)
+
+    def _adl_targets(self) -> list[tuple[Fraction, Key, int]]:
+        """Opposite positions to the fund's, largest unrealised profit x leverage first."""
+        targets = []
+        for m, (fund_size, _) in self.m.acct(FUND).positions.items():
+            for key in USERS:
+                size = self.m.size(key, m)
+                if size == 0 or (size > 0) == (fund_size > 0):
                     continue
-                markets = list(self.model.acct(who, sub).markets)
-                assert markets, "liquidatable with positive equity and no positions"
-                assert self._liquidate(who, sub, markets[0], 2**128) is None
-            assert not self.engine.is_liquidatable(who, sub), "left liquidatable after a pass"
+                h = self.m.health(key)
+                if h.equity <= 1:
+                    continue
+                leg = h.legs[h.leg(m)]
+                leverage = Fraction(sum(x.notional for x in h.legs), h.equity)
+                targets.append(((leg.value - leg.open_notional) * leverage, key, m))
+        return sorted(targets, key=lambda t: t[0], reverse=True)
 
-    # --- invariants ----------------------------------------------------------------------
-    @invariant()
-    def model_agrees(self):
-        if not hasattr(self, "model"):
+    def _adl(self, data) -> None:
+        for _ in range(12):
+            if self.m.deficit() == 0:
+                return
+            targets = self._adl_targets()
+            if not targets:
+                why = "no fund position" if not self.m.acct(FUND).positions else "no equity"
+                STATS[f"adl: deficit left, {why} on the other side"] += 1
+                return
+            _, key, m = targets[0]
+            size = data.draw(st.one_of(st.just(2**128), requested(abs(self.m.size(key, m)))))
+            self._deleverage(key, m, size)
+
+    # -------------------------------------------------------------------- collateral
+
+    @rule(
+        a=accounts,
+        kind=st.sampled_from(["deposit", "withdraw", "withdraw", "insurance", "isolate"]),
+        data=st.data(),
+    )
+    def collateral(self, a, kind, data):
+        """Deposits, withdrawals (a share of collateral, or one unit more than the settled cash:
+        blocked by unpaid funding when the account owes some), insurance top-ups, isolation."""
+        key = USERS[a]
+        if kind == "deposit":
+            usd = data.draw(st.one_of(st.just(0), st.integers(1, 50_000), st.just(2_000_000)))
+            self.w.deposit(key, usd * USDC)
+        elif kind == "insurance":
+            self.w.fund_insurance(data.draw(st.integers(0, 20_000)) * USDC)
+        elif kind == "isolate":
+            m = data.draw(st.sampled_from([0, 0, *MAIN, MINOR[0], UNLISTED]))
+            self.w.expect(
+                "set_isolated",
+                lambda: self.m.set_isolated(key, m),
+                self.e.set_isolated,
+                key[1],
+                m,
+                sender=key[0],
+            )
+        else:
+            collateral = self.m.acct(key).collateral
+            cash = self.m.health(key).cash
+            pct = data.draw(st.sampled_from([0, 1, 25, 50, 100, 101, "cash+1"]))
+            if pct == "cash+1":
+                amount = max(cash, 0) // SCALE + 1
+            else:
+                amount = max(collateral, 0) // SCALE * pct // 100
+            o = self.w.expect(
+                "withdraw",
+                lambda: self.m.withdraw(key, amount),
+                self.e.withdraw,
+                key[1],
+                amount,
+                sender=key[0],
+            )
+            blocked = o.reason == "engine: insufficient collateral"
+            if blocked and 0 < amount * SCALE <= collateral:
+                STATS["withdraw: blocked by unpaid funding"] += 1
+
+    # ----------------------------------------------------------------------- trading
+
+    @rule(
+        m=st.sampled_from(MAIN),
+        maker=accounts,
+        other=st.sampled_from([*range(1, len(USERS))] * 4 + [0]),
+        usd=NOTIONALS,
+        offset_bp=OFFSETS,
+    )
+    def trade(self, m, maker, other, usd, offset_bp):
+        mark = self._mark(m)
+        size = int(Fraction(usd * WAD * WAD, mark))
+        price = mark * (10_000 + offset_bp) // 10_000
+        sides = (USERS[maker], USERS[(maker + other) % len(USERS)])  # rarely a self trade
+        healthy = {k for k in sides if not self.m.liquidatable(k)}
+        if self.w.trade(m, sides[0], sides[1], size, price):
+            # No trade makes a healthy side liquidatable.
+            assert not any(self.m.liquidatable(k) for k in healthy)
+            if any(leg.notional > 10**6 * WAD for k in sides for leg in self.m.health(k).legs):
+                STATS["trade: a position above the 1M tier"] += 1
+
+    @rule(taker=st.sampled_from([6, 7, 2]), data=st.data())
+    def spread(self, taker, data):
+        """Small positions in several small markets, against the liquidator's second
+        subaccount: both reach the 8-position limit."""
+        for k in data.draw(st.lists(st.sampled_from(MINOR), min_size=1, max_size=4)):
+            usd = data.draw(st.sampled_from([-300, -50, 50, 300]))
+            size = usd * WAD * WAD // self._mark(k)
+            self.w.trade(k, USERS[9], USERS[taker], size, self._mark(k), name="spread")
+
+    @rule(
+        pct=st.sampled_from([25, 50, 100, 100, 150]),
+        counterparty=st.sampled_from([8, 9, 0]),
+        offset_bp=st.sampled_from([-100, 0, 0, 100]),
+        data=st.data(),
+    )
+    def unwind_fund(self, pct, counterparty, offset_bp, data):
+        """The owner unwinds the fund's positions through the exchange, once deleveraging has
+        recovered the deficit (a deficit left when the fund is flat could never be)."""
+        held = sorted(self.m.acct(FUND).positions)
+        if not held or self.m.deficit() != 0:
             return
-        self._sync_time()
-        e, model = self.engine, self.model
-        for (who, sub), acc in model.accounts.items():
-            assert e.collateral_of(who, sub) == acc.collateral
-            for m in PRICES:
-                size, notional = acc.positions.get(m, (0, 0))
-                assert tuple(e.position(who, sub, m)) == (size, notional)
-            if who != model.me and acc.markets:
-                h = model.health(who, sub)
-                assert tuple(e.account_health(who, sub)) == (h.equity, h.maintenance, h.initial)
-        for m, mk in model.markets.items():
-            assert e.open_interest(m) == mk.oi
-            assert e.funding_index(m) == model.index_now(m)
-        assert e.insurance_fund() == model.insurance_fund()
-        assert e.bad_debt() == model.bad_debt
-        assert e.accounts_with_positions_count() == len(model.active)
+        m = data.draw(st.sampled_from(held))
+        price = self._mark(m) * (10_000 + offset_bp) // 10_000
+        size = self.m.size(FUND, m) * pct // 100
+        done = self.w.trade(m, FUND, USERS[counterparty], size, price, name="unwind")
+        if done and self.m.deficit():  # a concession on the price cost the fund more than it had
+            flat = not self.m.acct(FUND).positions
+            STATS[f"unwind: left a deficit{' and a flat fund' if flat else ''}"] += 1
+
+    # ------------------------------------------------------------------- prices, feeds
+
+    @rule(
+        m=st.sampled_from([*MAIN, *MAIN, *MAIN, MINOR[0], MINOR[1]]),
+        pct=st.sampled_from(MOVES),
+        bot=st.sampled_from([True, True, False]),
+        page=PAGES,
+        data=st.data(),
+    )
+    def move_price(self, m, pct, bot, page, data):
+        """A price move (crash gaps included), usually followed by the bot's pass."""
+        self.w.set_answer(m, max(self.w.reference_answer(m) * (100 + pct) // 100, 1))
+        STATS[f"price: {'gap' if abs(pct) >= 15 else 'move'}"] += 1
+        if bot:
+            self._bot(page, data)
+
+    @rule(
+        a=accounts,
+        ratio_bp=st.sampled_from([-2_000, 3_000, 7_000, 9_000, 9_900, 10_500]),
+        page=PAGES,
+        data=st.data(),
+    )
+    def squeeze(self, a, ratio_bp, page, data):
+        """Move one market's price until an account sits at a chosen equity / maintenance
+        (below zero, deep underwater, partly liquidatable, just healthy), then the bot's pass.
+        Solved in the price with the other legs fixed: E0 + s (p - p0) = f (M_o + m p / p0)."""
+        h = self.m.health(USERS[a])
+        legs = [leg for leg in h.legs if leg.market_id in MAIN]
+        if not legs:
+            return
+        leg = data.draw(st.sampled_from(legs))
+        f, p0 = Fraction(ratio_bp, 10_000), leg.price
+        other = h.maintenance - leg.maintenance
+        slope = Fraction(leg.size, WAD) - f * Fraction(leg.maintenance, p0)
+        if slope == 0:
+            return
+        price = (f * other - h.equity + Fraction(leg.size * p0, WAD)) / slope
+        if not p0 // 4 < price < 4 * p0:
+            return
+        STATS[f"squeeze to {ratio_bp / 100:g}% of maintenance"] += 1
+        self.w.set_answer(leg.market_id, max(answer_of(leg.market_id, int(price)), 1))
+        self._bot(page, data)
+
+    @rule(
+        m=st.sampled_from([*MAIN, *MINOR[:2]]),
+        kind=st.sampled_from(["future", "revert", "revive", "zero", "negative", "refresh"]),
+    )
+    def feed_fault(self, m, kind):
+        """Feeds from the future, reverting, answering zero or less, and back."""
+        STATS[f"feed: {kind}"] += 1
+        if kind == "future":
+            self.w.set_answer(m, self.w.reference_answer(m), at=now() + 600)
+        elif kind in ("revert", "revive"):
+            self.w.set_reverting(m, kind == "revert")
+        elif kind in ("zero", "negative"):
+            self.w.set_answer(m, 0 if kind == "zero" else -1)
+        else:
+            self.w.set_answer(m, self.w.reference_answer(m))
+
+    # ------------------------------------------------------------ registry, governance
+
+    @rule(
+        m=st.sampled_from([*MAIN, *MAIN, MINOR[0]]),
+        factor=st.sampled_from(FACTORS),
+        rate=st.sampled_from(RATES),
+        fault=st.sampled_from([None] * 5 + ["future", "replay", "deadline"]),
+        wait=st.sampled_from([0, 1, 1, 60]),
+    )
+    def keeper_update(self, m, factor, rate, fault, wait):
+        """A signed update; the registry's verdict is margin_math.apply_update's."""
+        if wait:
+            boa.env.time_travel(seconds=wait)
+        mk, t = self.m.markets[m], now()
+        multiplier = max(1, (mk.state.target or mk.guardrails.stale_multiplier) * factor // 100)
+        observed = max(t - 1, mk.state.observed_at + 1)
+        observed = {"future": t + 1, "replay": mk.state.observed_at}.get(fault, observed)
+        deadline = t - 1 if fault == "deadline" else t + 600
+        self.w.keeper_update(m, multiplier, rate, observed, deadline)
+
+    @rule(
+        kind=st.sampled_from(
+            ["registry pause", "engine pause", "tiers", "bounds", "bounds", "reserve", "reward"]
+        ),
+        m=st.sampled_from(MAIN),
+        data=st.data(),
+    )
+    def governance(self, kind, m, data):
+        """Pauses (registry: guardian; engine: owner), tier schedules (pushed by the registry,
+        sometimes below the liquidation fee), feed bounds, the funding reserve, the backstop
+        reward."""
+        if kind == "registry pause":
+            paused = self.m.registry_paused
+            with boa.env.prank(self.w.guardian):
+                (self.w.registry.unpause if paused else self.w.registry.pause)()
+            self.m.registry_paused = not paused
+            STATS[f"registry: {'unpaused' if paused else 'paused'}"] += 1
+        elif kind == "engine pause":
+            paused = data.draw(st.sampled_from([True, False, False]))
+            with boa.env.prank(self.w.owner):
+                (self.e.pause if paused else self.e.unpause)()
+            self.m.paused = paused
+        elif kind == "tiers":
+            name = data.draw(st.sampled_from(sorted(TIER_SCHEDULES)))
+            tiers, mk = TIER_SCHEDULES[name], self.m.markets[m]
+            self.w.expect(
+                f"tiers {name}",
+                lambda: self.m.configure_tiers(m, tiers),
+                self.w.registry.configure_market,
+                m,
+                [(t.notional_floor, t.maintenance_rate) for t in tiers],
+                mk.initial_ratio,
+                mk.guardrails.as_tuple(),
+            )
+        elif kind == "bounds":
+            ans = self.w.reference_answer(m)
+            low, high = data.draw(
+                st.sampled_from(
+                    [
+                        (ans // 2, ans * 2),
+                        (ans // 2, ans),
+                        (ans, ans * 2),
+                        (0, 0),
+                        (0, 0),
+                        (ans, ans),
+                    ]
+                )
+            )
+            self.w.expect(
+                "set_price_bounds",
+                lambda: self.m.set_price_bounds(m, low, high),
+                self.e.set_price_bounds,
+                m,
+                low,
+                high,
+            )
+        elif kind == "reserve":
+            seconds = data.draw(st.sampled_from([0, 3600, 86_400, 86_401]))
+            self.w.expect(
+                "set_funding_reserve",
+                lambda: self.m.set_funding_reserve(m, seconds),
+                self.e.set_funding_reserve,
+                m,
+                seconds,
+            )
+        else:
+            usd = data.draw(st.sampled_from([0, 5, 100, 101]))
+            self.w.expect(
+                "set_backstop_reward",
+                lambda: self.m.set_backstop_reward(usd * WAD),
+                self.e.set_backstop_reward,
+                usd * WAD,
+            )
+
+    @rule(
+        seconds=st.sampled_from([1, 60, 900, 1800, 3601, 7201, 14_401, 86_400]),
+        refresh=st.sampled_from([True, True, False]),
+        poke=st.sampled_from([None, None, *ALL[:3], UNLISTED]),
+    )
+    def advance_time(self, seconds, refresh, poke):
+        """Time passes (the ramp, the heartbeat, the stale decay); the feeds' own heartbeat
+        stamps a fresh round at the same answer; somebody may poke a market."""
+        boa.env.time_travel(seconds=seconds)
+        STATS[f"time: +{seconds}s"] += 1
+        if refresh:
+            for m in ALL:
+                feed = self.m.markets[m].feed
+                if not feed.reverting and feed.answer > 0:
+                    self.w.set_answer(m, feed.answer)
+        if poke is not None:
+            self.w.expect(
+                "poke", lambda: self.m.poke(poke), self.e.poke, poke, sender=self.w.funder
+            )
+
+    # ---------------------------------------------------- liquidation, backstop, ADL
+
+    @rule(page=PAGES, data=st.data())
+    def bot_pass(self, page, data):
+        self._bot(page, data)
+
+    @rule(
+        kind=st.sampled_from(["liquidate", "backstop", "deleverage"]),
+        v=victims,
+        m=st.sampled_from([*MAIN, MINOR[0]]),
+        data=st.data(),
+    )
+    def one_call(self, kind, v, m, data):
+        """One liquidation, backstop or deleveraging of any account: every refusal predicted."""
+        victim = self._key(v)
+        size = data.draw(st.one_of(st.just(0), requested(max(abs(self.m.size(victim, m)), 1))))
+        if kind == "liquidate":
+            self._liquidate(
+                (self.w.liquidator, data.draw(st.sampled_from([0, 1]))), victim, m, size
+            )
+        elif kind == "backstop":
+            self._backstop(victim)
+        else:
+            self._deleverage(victim, m, size)
+
+    @rule(data=st.data())
+    def adl_pass(self, data):
+        self._adl(data)
+
+    # -------------------------------------------------------------------- invariants
 
     @invariant()
-    def solvent(self):
-        if not hasattr(self, "model"):
+    def chain_agrees_and_books_balance(self):
+        if not hasattr(self, "w"):
             return
-        balance = self.s.token.balanceOf(self.engine.address) * 10**12
-        total = sum(self.model.equity_any(w, s) for (w, s) in self.model.accounts)
-        assert balance + self.engine.bad_debt() >= total
+        STATS["checks"] += 1
+        m, e = self.m, self.e
+        m.now = now()
+        marks, indices = {}, {}
+        for mid in ALL:
+            price, fresh = e.mark_price(mid)
+            expected, _, status = m.mark(mid)
+            assert (price, fresh) == (expected, status == "ok")
+            marks[mid], indices[mid] = price, e.funding_index(mid)
+            assert indices[mid] == m.index_now(mid)
+            assert e.open_interest(mid) == m.open_interest(mid) == m.short_interest(mid)
+        for mid in MAIN:
+            assert tuple(e.premium_accumulator(mid)) == m.markets[mid].premium
+            self._count_regime(mid)
+        chain = {}
+        for key in [*HOLDERS, FUND]:
+            collateral, positions = e.collateral_of(*key), chain_positions(e, key)
+            account = m.acct(key)
+            assert collateral == account.collateral
+            assert {x: (s, n) for x, (s, n, _) in positions.items()} == account.positions
+            assert all(account.snapshots[x] == p[2] for x, p in positions.items())
+            if not positions and key != FUND:
+                assert collateral >= 0, "a flat account holds negative collateral"
+            chain[key] = (collateral, positions)
+        batch = e.health_batch([k[0] for k in HOLDERS], [k[1] for k in HOLDERS])
+        equities = {}
+        for key, got in zip(HOLDERS, batch, strict=True):
+            h = m.health(key)
+            assert (got.equity, got.maintenance, got.initial) == (
+                h.equity,
+                h.maintenance,
+                h.initial,
+            )
+            assert got.liquidatable == (h.equity < h.maintenance)
+            equities[key] = chain_equity(chain[key][1], chain[key][0], marks, indices)
+            assert equities[key] == h.equity
+        fund = chain_equity(chain[FUND][1], chain[FUND][0], marks, indices)
+        bad_debt, deficit = e.bad_debt(), e.deficit()
+        assert bad_debt == m.bad_debt
+        assert deficit == bad_debt + max(-fund, 0) == m.deficit()
+        assert e.insurance_fund() == max(fund, 0)
+        assert e.accounts_with_positions_count() == len(m.active())
+        for owner in {k[0] for k in HOLDERS}:
+            buckets = m.volumes.get(owner, em.VolumeBuckets())
+            assert e.trailing_volume(owner) == buckets.trailing(m.now)
+
+        # Conservation: every token is someone's collateral, a position's cost, funding not
+        # yet settled, bad debt or the rounding the engine keeps.
+        balance = self.w.token.balanceOf(e.address)
+        assert balance == m.balance
+        ledger = sum(
+            Fraction(c) - sum(Fraction(n) - Fraction(s * snap, WAD) for s, n, snap in p.values())
+            for c, p in chain.values()
+        )
+        assert balance * SCALE == ledger - bad_debt + m.kept
+
+        # Solvency once negative accounts are resolved.
+        if any(eq < 0 for eq in equities.values()):
+            STATS["solvency: negative account pending"] += 1
+            return
+        claims = sum(max(eq, 0) for eq in equities.values()) + max(fund, 0)
+        rounding = m.kept + m.rounding_open()
+        assert claims - balance * SCALE == deficit - rounding
+        if deficit == 0:
+            assert balance * SCALE >= claims
+            STATS["solvency: every claim covered"] += 1
+        elif self._adl_targets():
+            STATS["solvency: deficit, deleveraging pending"] += 1
+        else:
+            STATS["solvency: deficit deleveraging cannot reach"] += 1
+
+    def _count_regime(self, mid: int) -> None:
+        """Which of the registry's time rules is in force for a market (for the summary)."""
+        mk, t = self.m.markets[mid], self.m.now
+        state, g = mk.state, mk.guardrails
+        if mm.is_stale(state, g, t):
+            decaying = mm.funding_rate_in_force(state, g, t) != state.funding_rate
+            STATS[f"regime: stale{', funding decaying' if decaying else ''}"] += 1
+        elif state.ramp_from < state.target and t - state.updated_at < g.increase_ramp:
+            STATS["regime: mid-ramp"] += 1
+        if mk.tiers != TIER_SCHEDULES["devnet"]:
+            STATS["regime: tiers below the liquidation fee"] += 1
 
     @invariant()
-    def open_interest_balanced(self):
-        if not hasattr(self, "model"):
+    def nobody_healthy_is_liquidatable(self):
+        if not hasattr(self, "w"):
             return
-        for m in PRICES:
-            longs = shorts = 0
-            for acc in self.model.accounts.values():
-                size = acc.positions.get(m, (0, 0))[0]
-                longs += max(size, 0)
-                shorts += max(-size, 0)
-            assert self.engine.open_interest(m) == longs == shorts
-
-    @invariant()
-    def healthy_cannot_be_liquidated(self):
-        if not hasattr(self, "model"):
+        self.turn += 1
+        key = USERS[self.turn % len(USERS)]
+        positions = self.m.acct(key).positions
+        if not positions or self.m.liquidatable(key):
             return
-        # One subaccount per step, in turn (each check costs a health computation).
-        self._turn = getattr(self, "_turn", -1) + 1
-        accounts = self._accounts()[:-1]  # the liquidator cannot liquidate itself
-        who, sub = accounts[self._turn % len(accounts)]
-        if not self.engine.is_liquidatable(who, sub):
-            for m in self.model.acct(who, sub).markets[:1]:
-                with (
-                    boa.env.anchor(),
-                    boa.reverts("engine: account healthy"),
-                    boa.env.prank(self.liquidator),
-                ):
-                    self.engine.liquidate(who, sub, m, 2**128, 0)
-
-    @invariant()
-    def bad_debt_only_from_backstops(self):
-        if not hasattr(self, "model"):
-            return
-        assert self.engine.bad_debt() == self.bad_debt_seen
+        assert not self.e.is_liquidatable(*key)
+        h = self.m.health(key)
+        assert tuple(self.e.account_health(*key)) == (h.equity, h.maintenance, h.initial)
+        liq = (self.w.liquidator, 1 if key == (self.w.liquidator, 0) else 0)
+        with boa.env.anchor(), boa.reverts("engine: account healthy"), boa.env.prank(liq[0]):
+            self.e.liquidate(key[0], key[1], next(iter(positions)), 2**128, liq[1])
 
 
 TestEngineStateful = EngineMachine.TestCase
+TestEngineStateful.settings = settings(
+    max_examples=ENGINE_RUNS[0], stateful_step_count=ENGINE_RUNS[1], deadline=None
+)

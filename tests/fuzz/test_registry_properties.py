@@ -260,7 +260,7 @@ class RegistryMachine(RuleBasedStateMachine):
             multiplier = ref.multiplier_in_force(state, g, t)
             assert r.multiplier(m) == multiplier
             assert r.is_stale(m) == ref.is_stale(state, g, t)
-            assert r.funding_rate(m) == state.funding_rate
+            assert r.funding_rate(m) == ref.funding_rate_in_force(state, g, t)
             previous = 0
             for n in PROBES:
                 mm, im = r.margin_requirements(m, n)
