@@ -287,9 +287,10 @@ def test_feed__a_reverting_feed_never_locks_a_position(c):
     c.feeds[BTC].set_reverting(False)
     c.trade(BTC, short, poor, WAD // 2, P)
     c.feeds[BTC].set_reverting(True)
-    for multiplier in (3 * WAD, 45 * WAD // 10, 675 * WAD // 100, 9 * WAD):  # +50% at most
-        boa.env.time_travel(seconds=1)
+    for multiplier in (6 * WAD, 9 * WAD):  # +200% at most, each ramped in over 30 minutes
+        boa.env.time_travel(seconds=12)  # one update per block
         c.update(BTC, multiplier, 0)
+        boa.env.time_travel(seconds=DEVNET_GUARDRAILS.increase_ramp)
     assert c.engine.is_liquidatable(poor, 0)
     liquidator = c.account("liquidator", 1_000_000)
     with boa.env.prank(liquidator):
