@@ -49,6 +49,14 @@ class Signed:
     signatures: list[bytes] | None
 
     @property
+    def pushed(self) -> str:
+        """What the log says was pushed (``2 update(s) [1,2]`` for a risk batch)."""
+        if self.kind == "risk":
+            markets = ",".join(str(u.market_id) for u in self.updates)
+            return f"{len(self.updates)} update(s) [{markets}]"
+        return self.label
+
+    @property
     def label(self) -> str:
         if self.kind == "risk":
             return f"risk batch [{','.join(str(u.market_id) for u in self.updates)}]"
@@ -85,7 +93,7 @@ def send_one(keeper: Keeper, batch: Signed, to: str, data: bytes) -> SentTx | st
     keeper.metrics.gas(sent.cost_wei)
     log.info(
         "pushed %s in block %d: gas %d, cost %.6f ETH",
-        batch.label,
+        batch.pushed,
         sent.block_number,
         sent.gas_used,
         sent.cost_wei / 10**18,
