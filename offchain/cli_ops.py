@@ -38,9 +38,11 @@ from offchain.bots.metrics import BotMetrics, serve
 from offchain.bots.preflight import (
     check_engine,
     check_histories,
+    check_keeper_contracts,
     check_keeper_key,
     check_liquidator_funds,
     check_markets,
+    check_profile_classes,
     check_registry,
 )
 from offchain.cli import (
@@ -196,7 +198,11 @@ def keeper_command(
     readings = check_markets(w3, reg, FeedClient(w3), markets)
     check_keeper_key(reg, key.address if key else None, dry_run or key is None)
     check_histories(cfg, warm, readings)
+    for note in check_keeper_contracts(w3, cfg, reg.address):
+        log.info("pre-flight: %s", note)
     keeper = build_keeper(cfg, w3, registry_address, key, dry_run, echo=click.echo, histories=warm)
+    if keeper.profiles is not None and cfg.file.profiles is not None:
+        check_profile_classes(keeper.profiles, cfg.file.profiles.scale)
     log.info(
         "keeper: %d market(s), registry %s, %s",
         len(markets),

@@ -21,7 +21,6 @@ from ape.cli import ConnectedProviderCommand, network_option
 from ape.logging import logger as ape_logger
 
 from offchain.devnet.demo import run_demo
-from offchain.devnet.report import format_summary
 from offchain.devnet.scenario import (
     DEFAULT_SEED,
     DemoConfig,
@@ -30,6 +29,7 @@ from offchain.devnet.scenario import (
     seeded_scenario,
     window_scenario,
 )
+from offchain.devnet.summary import format_summary
 from offchain.devnet.system import stop_devnet
 from offchain.risk.prices import parse_date
 

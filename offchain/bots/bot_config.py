@@ -18,7 +18,13 @@ Decisions other modules rely on:
 - ``markets[].history`` is a CSV path relative to the config file's folder;
 - ``keeper.history_max_gap_seconds`` / ``keeper.history_max_price_gap`` / ``keeper.history_check``
   (``refuse`` or ``warn``): how near the live feed the warm-up history must end;
-- ``loop.outage_tolerance_seconds``: how long the node may stay unreachable before a bot stops.
+- ``loop.outage_tolerance_seconds``: how long the node may stay unreachable before a bot stops;
+- ``markets[].funding`` (``mode: premium | reference | zero`` and the model's keys,
+  :func:`offchain.risk.funding.funding_model_from_config`); without it a market signs 0;
+- ``scenarios`` (the ``ScenarioRegistry``'s address, the groups, the refresh fraction),
+  ``profiles`` (the ``ProfileRegistry``'s address, the run interval, the class table's scale)
+  and ``relay`` (the ``KeeperRelay``): all optional; premium funding and profiles need
+  ``engine``, the relay needs ``scenarios``.
 """
 
 from __future__ import annotations
@@ -75,11 +81,58 @@ def build(cls: type, values: dict[str, Any], where: str, **more: Any) -> Any:
         raise ConfigError(f"{where}: {exc}") from None
 
 
+Hours = Annotated[float, Field(ge=0)]
+
+
+class FundingEntry(StrictModel):
+    """A market's funding source (``offchain/risk/funding.py``); keys by mode."""
+
+    mode: Literal["premium", "reference", "zero"] = "premium"
+    window_hours: Hours | None = None  # premium
+    min_window_notional_usd: Annotated[float, Field(ge=0)] | None = None  # premium
+    interest_8h: float | str | None = None  # premium: "0.0001" is 0.01% per 8 hours
+    interest_clamp_8h: float | str | None = None  # premium
+    decay_hours: Hours | None = None
+    feed: NonzeroAddress | None = None  # reference: the venue's published 8-hour rate
+    max_age_hours: Hours | None = None  # reference
+
+    def section(self) -> dict[str, Any]:
+        """The keys given, as ``funding_model_from_config`` reads them."""
+        return self.model_dump(exclude_none=True)
+
+
 class MarketEntry(StrictModel):
     id: Annotated[StrictInt, Field(ge=1, le=2**32 - 1)]
     feed: NonzeroAddress
     name: str = ""
     history: str | None = None  # CSV of past prices, relative to the config file's folder
+    funding: FundingEntry | None = None  # None: the keeper signs a funding rate of 0
+
+    @model_validator(mode="after")
+    def _funding_keys(self) -> MarketEntry:
+        if self.funding is not None:
+            from offchain.risk.funding import funding_model_from_config
+
+            funding_model_from_config(self.funding.section(), "funding")
+        return self
+
+
+class ScenariosSection(StrictModel):
+    """Scenario updates (``offchain/bots/keeper_scenarios.py``)."""
+
+    registry: NonzeroAddress  # the ScenarioRegistry
+    groups: list[Annotated[StrictInt, Field(ge=1, le=255)]] | None = None  # default: discovered
+    refresh_fraction: Annotated[float, Field(gt=0, le=1)] = 0.5
+
+
+class ProfilesSection(StrictModel):
+    """Account classes (``offchain/bots/keeper_profiles.py``)."""
+
+    registry: NonzeroAddress  # the ProfileRegistry
+    scale: str = "testnet"  # the eligibility table of deploy/risk.yaml's profiles section
+    interval_seconds: Annotated[StrictInt, Field(gt=0)] = 3600
+    refresh_seconds: Annotated[StrictInt, Field(ge=0)] = 86_400
+    start_block: Annotated[StrictInt, Field(ge=0)] = 0
 
 
 KeeperSection = dataclass_section(
@@ -133,6 +186,9 @@ class BotFile(StrictModel):
     liquidator: LiquidatorSection = Field(default_factory=LiquidatorSection)  # type: ignore[valid-type]
     sender: SenderSection = Field(default_factory=SenderSection)  # type: ignore[valid-type]
     loop: LoopSection = Field(default_factory=LoopSection)  # type: ignore[valid-type]
+    scenarios: ScenariosSection | None = None
+    profiles: ProfilesSection | None = None
+    relay: NonzeroAddress | None = None  # the KeeperRelay: risk + scenario batches in one tx
 
     @model_validator(mode="before")
     @classmethod
@@ -161,6 +217,21 @@ class BotFile(StrictModel):
             raise ValueError(f"markets: an id appears twice ({ids})")
         if self.rpc is not None and not self.rpc.startswith(("http://", "https://")):
             raise ValueError(f"rpc: {self.rpc!r} is not an http(s) URL")
+        premium = [
+            i for i, m in enumerate(self.markets) if m.funding and m.funding.mode == "premium"
+        ]
+        if premium and self.engine is None:
+            raise ValueError(
+                f"markets[{premium[0]}].funding: premium mode reads the engine's fills: set"
+                " 'engine' (or mode: reference / zero)"
+            )
+        if self.profiles is not None and self.engine is None:
+            raise ValueError("profiles: account records are the engine's: set 'engine'")
+        if self.relay is not None and self.scenarios is None:
+            raise ValueError(
+                "relay: the relay lands risk and scenario batches together: set 'scenarios'"
+                " too (or remove 'relay')"
+            )
         return self
 
 
@@ -243,4 +314,13 @@ def load_config(path: str | Path | None) -> BotConfig:
     return parse_config(raw, str(path), Path(path).resolve().parent)
 
 
-__all__ = ["BotConfig", "BotFile", "ConfigError", "load_config", "parse_config"]
+__all__ = [
+    "BotConfig",
+    "BotFile",
+    "ConfigError",
+    "FundingEntry",
+    "ProfilesSection",
+    "ScenariosSection",
+    "load_config",
+    "parse_config",
+]

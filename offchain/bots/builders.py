@@ -16,7 +16,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -32,6 +32,11 @@ from offchain.protocol.config_files import ConfigFileError, one_line, read_text
 from offchain.protocol.tx_sender import TxSender
 from offchain.risk.prices import load_candles
 from offchain.risk.risk_config import RiskConfigError, load_risk_config
+
+if TYPE_CHECKING:
+    from offchain.bots.keeper_funding import FundingPlanner
+    from offchain.bots.keeper_profiles import ProfilePlanner
+    from offchain.bots.keeper_scenarios import ScenarioPlanner
 
 log = logging.getLogger("dmm.builders")
 
@@ -226,6 +231,104 @@ def risk_model(
     )
 
 
+def funding_planner(cfg: BotConfig, w3: Any, feeds: FeedClient) -> FundingPlanner | None:
+    """Each market's funding source (``markets[].funding``); ``None`` when no market has one."""
+    from offchain.bots.engine_records import EngineRecords
+    from offchain.bots.keeper_funding import FundingPlanner, MarketFunding
+    from offchain.risk.funding import funding_model_from_config
+
+    markets = {}
+    for i, m in enumerate(cfg.file.markets):
+        if m.funding is None:
+            log.warning("market %d: no funding section: the keeper signs a funding rate of 0", m.id)
+            continue
+        where = f"{cfg.source}: markets[{i}].funding"
+        try:
+            model = funding_model_from_config(m.funding.section(), where)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        markets[m.id] = MarketFunding(m.id, model, m.funding.feed)
+    if not markets:
+        return None
+    engine = cfg.file.engine
+    records = EngineRecords(w3, str(engine)) if engine else None
+    return FundingPlanner(markets, records, feeds)
+
+
+def scenario_planner(cfg: BotConfig, w3: Any, keeper: Keeper) -> ScenarioPlanner | None:
+    """The scenario planner of ``scenarios:`` on the keeper's bars (``None`` without it): ``K``,
+    confidence and horizon from the shipped configuration's ``portfolio:`` section."""
+    from offchain.bots.keeper_scenarios import ScenarioPlanner, history_bars
+    from offchain.protocol.keeper_clients import ScenarioRegistryClient
+
+    section = cfg.file.scenarios
+    if section is None:
+        return None
+    config = _risk_config(cfg)
+    if config.portfolio is None:
+        raise ConfigError(f"{config.source}: no 'portfolio' section for the scenario keeper")
+    model = keeper.model
+    if isinstance(model, CalibratedRiskModel):
+        bar_seconds = model.bar_seconds
+
+        def bars(market_id: int, now: int) -> Any:
+            return model.candles(market_id)[0]
+
+    else:
+        bar_seconds = 3600
+        bars = history_bars(lambda m: (keeper.history[m].times, keeper.history[m].prices), 3600)
+    granularity = keeper.config.cosign_granularity if keeper.config.cosign_dir else 1
+    return ScenarioPlanner(
+        ScenarioRegistryClient(w3, section.registry),
+        bars,
+        keeper.market_names,
+        config.portfolio.design(),
+        bar_seconds=bar_seconds,
+        refresh_fraction=section.refresh_fraction,
+        groups=tuple(section.groups) if section.groups is not None else None,
+        time_granularity=granularity,
+    )
+
+
+def profile_planner(cfg: BotConfig, w3: Any, keeper: Keeper) -> ProfilePlanner | None:
+    """The profile planner of ``profiles:`` (``None`` without it), with the shipped class table
+    at the section's scale."""
+    from offchain.bots.engine_records import EngineRecords
+    from offchain.bots.keeper_profiles import ProfilePlanner
+    from offchain.protocol.keeper_clients import ProfileRegistryClient
+
+    section = cfg.file.profiles
+    if section is None:
+        return None
+    config = _risk_config(cfg)
+    if config.profiles is None:
+        raise ConfigError(f"{config.source}: no 'profiles' section for the profile keeper")
+    try:
+        table = config.profiles.table(section.scale)
+    except KeyError as exc:
+        raise ConfigError(f"{cfg.source}: profiles.scale: {exc.args[0]}") from None
+    engine = str(cfg.file.engine)
+    granularity = keeper.config.cosign_granularity if keeper.config.cosign_dir else 1
+    return ProfilePlanner(
+        ProfileRegistryClient(w3, section.registry),
+        EngineRecords(w3, engine, section.registry),
+        table,
+        interval_s=section.interval_seconds,
+        refresh_s=section.refresh_seconds,
+        start_block=section.start_block,
+        time_granularity=granularity,
+    )
+
+
+def _risk_config(cfg: BotConfig) -> Any:
+    model = cfg.file.model.model_dump()
+    path = model.get("config")
+    try:
+        return load_risk_config(cfg.path(path) if path else None)
+    except RiskConfigError as exc:
+        raise ConfigError(f"{cfg.source}: model.config: {exc}") from exc
+
+
 def build_keeper(
     cfg: BotConfig,
     w3: Any,
@@ -236,22 +339,35 @@ def build_keeper(
     histories: Mapping[int, tuple[list[int], list[float]]] | None = None,
 ) -> Keeper:
     """A keeper from the config, warmed up on ``histories`` (default: the config's ``history:``
-    files). No key or ``dry_run``: no sender (dry run)."""
+    files), with the funding sources, scenario and profile planners and relay the config names.
+    No key or ``dry_run``: no sender (dry run; scenarios are printed with the reference books'
+    margins under them)."""
+    from offchain.bots.keeper_reference import reference_report
+    from offchain.protocol.keeper_clients import RelayClient
+
     config = cfg.keeper_config()
     registry = RegistryClient(w3, registry_address)
     model = risk_model(cfg, registry, config.markets)
     sender = None if dry_run or key is None else TxSender(w3, key, cfg.sender_config())
+    feeds = FeedClient(w3)
     keeper = Keeper(
         config,
         registry,
-        FeedClient(w3),
+        feeds,
         model,
         key,
         sender,
         None,
         BotMetrics("keeper"),
         echo=echo,
+        funding=funding_planner(cfg, w3, feeds),
+        relay=RelayClient(w3, cfg.file.relay) if cfg.file.relay else None,
     )
+    keeper.scenarios = scenario_planner(cfg, w3, keeper)
+    keeper.profiles = profile_planner(cfg, w3, keeper)
+    if keeper.scenarios is not None and sender is None:
+        feed_of = {m.market_id: m.feed for m in config.markets}
+        keeper.reference = reference_report(registry, keeper.scenarios.client, feeds, feed_of)
     for market_id, (times, prices) in (
         config_histories(cfg) if histories is None else histories
     ).items():
@@ -285,11 +401,14 @@ __all__ = [
     "build_liquidator",
     "config_histories",
     "decrypt_keyfile",
+    "funding_planner",
     "keyfile_path",
     "load_config",
     "load_key",
     "parse_config",
+    "profile_planner",
     "read_history",
     "risk_model",
+    "scenario_planner",
     "vol_index_readers",
 ]

@@ -1,4 +1,4 @@
-"""The risk keeper: read each market's feed, run the risk model, clamp, sign one batch, relay.
+"""The risk keeper: read each market's feed, run the risk model, clamp, sign, relay.
 
 Per tick (one block, time taken from the block):
 
@@ -8,27 +8,38 @@ Per tick (one block, time taken from the block):
    signed for that market* (a log line says why). A jump is accepted once a second, later
    reading confirms it (within ``spike_confirm_tolerance``);
 2. append new rounds to the market's price history (warmed up from a CSV file if given) and ask
-   the risk model for a multiplier and a funding rate;
+   the risk model for a multiplier, and the market's funding source for a rate
+   (:mod:`offchain.bots.keeper_funding`: the engine's premium or a reference feed, bounded by the
+   market's ``max_funding_rate``);
 3. **clamp** to the market's on-chain guardrails (``margin_math.clamp_multiplier``) and check the
    result with ``margin_math.apply_update`` exactly as the registry will;
-4. **skip** when nothing new was observed, or the change is inside the hysteresis band and the
-   last update is younger than ``refresh_fraction`` of the heartbeat;
-5. sign **one** EIP-712 batch for every market that changed and relay it through the
-   ``TxSender`` (simulated first). A batch the chain already holds (same ``observed_at``) reverts
-   in simulation and is dropped, which makes re-sending after a crash harmless.
+4. **skip** when nothing new was observed, or the multiplier's change is inside the hysteresis
+   band, the funding rate's inside its own (:func:`offchain.risk.funding.funding_needs_push`) and
+   the last update is younger than ``refresh_fraction`` of the heartbeat; a funding move alone
+   is pushed, observed at the block that read it;
+5. with a scenario planner, each scenario group's joint shocks
+   (:mod:`offchain.bots.keeper_scenarios`), and with a profile planner, on its own schedule, the
+   accounts whose class changed (:mod:`offchain.bots.keeper_profiles`);
+6. sign **one** EIP-712 batch per kind and land them (:mod:`offchain.bots.keeper_submit`): risk
+   and scenario batches in one transaction through the ``KeeperRelay`` when one is configured,
+   otherwise each alone, every transaction simulated first. A batch the chain already holds
+   (same ``observed_at``) reverts in simulation and is dropped, which makes re-sending after a
+   crash harmless.
 
-No sender means dry run: the batch is signed (when a key is given) and printed, nothing is sent.
+No sender means dry run: the batches are signed (when a key is given) and printed with the
+scenarios and the reference books' margins under them, nothing is sent.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from eth_account.signers.local import LocalAccount
@@ -45,8 +56,22 @@ from offchain.protocol.margin_math import (
     clamp_multiplier,
     with_funding_bound,
 )
-from offchain.protocol.signing import RiskUpdate, batch_digest, recover_signer, sign_batch
-from offchain.protocol.tx_sender import SentTx, SimulationReverted, TxSender
+from offchain.protocol.signing import (
+    ProfileUpdate,
+    RiskUpdate,
+    ScenarioUpdate,
+    Update,
+    batch_digest,
+    recover_signer,
+)
+from offchain.protocol.tx_sender import SentTx, TxSender
+from offchain.risk.funding import funding_needs_push
+
+if TYPE_CHECKING:
+    from offchain.bots.keeper_funding import FundingPlanner
+    from offchain.bots.keeper_profiles import ProfileDecision, ProfilePlanner
+    from offchain.bots.keeper_scenarios import ScenarioDecision, ScenarioPlanner
+    from offchain.protocol.keeper_clients import RelayClient
 
 log = logging.getLogger("dmm.keeper")
 
@@ -257,7 +282,8 @@ def decide(
         change = abs(clamped - current) / current if current else math.inf
         age = now - state.updated_at
         due = age >= guardrails.heartbeat * config.refresh_fraction
-        if not due and funding == state.funding_rate and change < config.hysteresis:
+        funding_moved = funding_needs_push(state.funding_rate, funding)
+        if not due and not funding_moved and change < config.hysteresis:
             return Decision(
                 market_id,
                 "skip",
@@ -266,7 +292,9 @@ def decide(
                 current=current,
                 proposed=clamped,
             )
-        if funding == state.funding_rate and change < config.hysteresis:
+        if funding_moved and change < config.hysteresis:
+            refresh = f" (funding {state.funding_rate} -> {funding})"
+        elif change < config.hysteresis:
             refresh = f" (refresh: last update {age} s ago)"
     update = RiskUpdate(
         market_id=market_id,
@@ -306,17 +334,30 @@ class TickResult:
     now: int
     decisions: list[Decision]
     signatures: list[bytes] = field(default_factory=list)
-    sent: SentTx | None = None
+    sent: SentTx | None = None  # the transaction that landed the risk batch (or the relay's)
     dropped: str | None = None
+    scenarios: list[ScenarioDecision] = field(default_factory=list)
+    profiles: list[ProfileDecision] = field(default_factory=list)
+    transactions: list[SentTx] = field(default_factory=list)  # every transaction of the tick
+    relayed: bool = False  # risk and scenario batches landed together through the relay
 
     @property
     def updates(self) -> list[RiskUpdate]:
         return [d.update for d in self.decisions if d.update is not None]
 
+    @property
+    def scenario_updates(self) -> list[ScenarioUpdate]:
+        return [d.update for d in self.scenarios if d.update is not None]
+
+    @property
+    def profile_updates(self) -> list[ProfileUpdate]:
+        return [d.update for d in self.profiles if d.update is not None]
+
 
 class Keeper:
     """One keeper: its markets' histories, the model, the signing key and (unless dry run) the
-    transaction sender that relays its batches."""
+    transaction sender that relays its batches; optionally the funding sources, the scenario
+    and profile planners, the relay, and (dry run) the reference books' report."""
 
     def __init__(
         self,
@@ -329,6 +370,12 @@ class Keeper:
         chain_id: int | None,
         metrics: BotMetrics | None = None,
         echo: Callable[[str], Any] = print,
+        *,
+        funding: FundingPlanner | None = None,
+        scenarios: ScenarioPlanner | None = None,
+        profiles: ProfilePlanner | None = None,
+        relay: RelayClient | None = None,
+        reference: Callable[[ScenarioDecision, int], list[str]] | None = None,
     ) -> None:
         self.config = config
         self.registry = registry
@@ -339,6 +386,12 @@ class Keeper:
         self.chain_id = chain_id
         self.metrics = metrics or BotMetrics("keeper")
         self.echo = echo
+        self.funding = funding
+        self.scenarios = scenarios
+        self.profiles = profiles
+        self.relay_client = relay
+        self.reference = reference
+        self.market_names = {m.market_id: m.name or str(m.market_id) for m in config.markets}
         self.history = {m.market_id: PriceHistory(config.history_size) for m in config.markets}
         self._recovered = False
 
@@ -396,7 +449,7 @@ class Keeper:
             history.last_round_at = updated_at
         return None
 
-    def decide_market(self, market: KeeperMarket, now: int) -> Decision:
+    def decide_market(self, market: KeeperMarket, now: int, block: Block | None = None) -> Decision:
         """Everything for one market up to (not including) signing."""
         reading = self.feeds.latest(market.feed)
         reason = self.observe(market, reading, now)
@@ -416,11 +469,28 @@ class Keeper:
             proposal = self.model.propose(market.market_id, times, prices, state, now)
         except ValueError as exc:  # e.g. not enough history yet for the model
             return Decision(market.market_id, "skip", f"model: {exc}")
+        if self.funding is not None:
+            block = block or Block(0, now, 0)
+            try:
+                quote = self.funding.quote(market.market_id, block, guardrails.max_funding_rate)
+            except ValueError as exc:
+                return Decision(market.market_id, "refuse", f"funding: {exc}")
+            if quote is not None:
+                proposal = dataclasses.replace(
+                    proposal,
+                    funding_rate=quote.rate,
+                    detail=f"{proposal.detail}; {quote.detail()}",
+                )
         # The data behind the update: the model's last finished bar, else the latest feed round;
-        # a refresh with nothing new is observed at the block that confirmed the price.
+        # a refresh with nothing new, or a funding move alone, is observed at the block that
+        # confirmed the price and read the funding.
         observed_at = proposal.observed_at or history.last_round_at
-        if observed_at <= state.observed_at and now - state.updated_at >= (
-            guardrails.heartbeat * self.config.refresh_fraction
+        funding_moved = state.updated_at != 0 and funding_needs_push(
+            state.funding_rate, proposal.funding_rate
+        )
+        if observed_at <= state.observed_at and (
+            now - state.updated_at >= guardrails.heartbeat * self.config.refresh_fraction
+            or funding_moved
         ):
             observed_at = now
         return decide(market.market_id, proposal, state, guardrails, now, observed_at, self.config)
@@ -446,7 +516,7 @@ class Keeper:
             self._recovered = True
         decisions: list[Decision] = []
         for market in self.config.markets:
-            decision = self.decide_market(market, now)
+            decision = self.decide_market(market, now, block)
             decisions.append(decision)
             if decision.action == "update":
                 log.info("market %s: update: %s", market.label, decision.reason)
@@ -457,20 +527,29 @@ class Keeper:
                 log.debug("market %s: skip: %s", market.label, decision.reason)
                 self.metrics.updates_skipped.labels("unchanged").inc()
         result = TickResult(block.number, now, decisions)
-        if result.updates:
+        deadline = batch_deadline(now, self.config)
+        if self.scenarios is not None:
+            result.scenarios = self.scenarios.tick(now, deadline)
+        if self.profiles is not None:
+            result.profiles = self.profiles.tick(block, deadline)
+        if result.updates or result.scenario_updates or result.profile_updates:
             self.relay(result)
         return result
 
-    def cosign(self, updates: Sequence[RiskUpdate], own: bytes) -> list[bytes] | None:
+    def cosign(
+        self, updates: Sequence[Update], own: bytes, verifying: str | None = None
+    ) -> list[bytes] | None:
         """Publish this keeper's signature of the batch in the shared folder and return the
         signatures that meet the registry's threshold, or ``None`` while too few keepers signed.
+        ``verifying`` is the registry whose domain the batch is signed under (default the risk
+        registry; scenario and profile batches name theirs: same keepers, same threshold).
 
         Each batch has a folder named by its EIP-712 digest; each keeper writes
         ``<address>.sig`` there (atomically). A file whose signature does not recover to the
         address in its name is ignored, so a stray or tampered file cannot count.
         """
         assert self.chain_id is not None and self.config.cosign_dir is not None
-        registry = self.registry.address
+        registry = verifying or self.registry.address
         digest = batch_digest(updates, self.chain_id, registry)
         folder = Path(self.config.cosign_dir) / digest.hex()
         folder.mkdir(parents=True, exist_ok=True)
@@ -507,64 +586,11 @@ class Keeper:
         return [valid[a] for a in sorted(valid)][: max(threshold, 1)]
 
     def relay(self, result: TickResult) -> None:
-        """Sign the tick's batch and send it (or print it in dry run)."""
-        updates = result.updates
-        if self.signer is not None:
-            assert self.chain_id is not None
-            result.signatures = [
-                sign_batch(updates, self.signer.key, self.chain_id, self.registry.address)
-            ]
-            if self.config.cosign_dir is not None and not self.dry_run:
-                signatures = self.cosign(updates, result.signatures[0])
-                if signatures is None:
-                    result.dropped = "waiting for co-signers"
-                    return
-                result.signatures = signatures
-        if self.dry_run:
-            self.echo(
-                f"dry run: block {result.block}: would submit {len(updates)} update(s) signed by"
-                f" {self.signer.address if self.signer else 'nobody (no key)'}"
-            )
-            for u in updates:
-                self.echo(
-                    f"  market {u.market_id}: multiplier {u.multiplier / WAD:.4f}"
-                    f" funding {u.funding_rate} observed_at {u.observed_at}"
-                    f" deadline {u.deadline} model {u.model_hash.hex()[:16]}"
-                )
-            for sig in result.signatures:
-                self.echo(f"  signature 0x{sig.hex()}")
-            return
-        assert self.sender is not None
-        if self.registry.paused():
-            result.dropped = "registry paused"
-            log.warning("registry is paused: %d signed update(s) not relayed", len(updates))
-            return
-        data = self.registry.encode_submit(updates, result.signatures)
-        markets = ",".join(str(u.market_id) for u in updates)
-        try:
-            sent = self.sender.send(self.registry.address, data, label=f"risk batch [{markets}]")
-        except SimulationReverted as exc:
-            if any(r in exc.reason for r in DUPLICATE_REASONS):
-                result.dropped = exc.reason
-                log.info(
-                    "batch for markets [%s] dropped: the chain already holds it (%s)",
-                    markets,
-                    exc.reason,
-                )
-                return
-            raise
-        result.sent = sent
-        self.metrics.gas(sent.cost_wei)
-        for u in updates:
-            self.metrics.updates_pushed.labels(str(u.market_id)).inc()
-        log.info(
-            "pushed %d update(s) [%s] in block %d: gas %d, cost %.6f ETH",
-            len(updates),
-            markets,
-            sent.block_number,
-            sent.gas_used,
-            sent.cost_wei / 10**18,
-        )
+        """Sign the tick's batches and land them, or print them in dry run
+        (:func:`offchain.bots.keeper_submit.submit`)."""
+        from offchain.bots.keeper_submit import submit
+
+        submit(self, result)
 
 
 __all__ = [

@@ -28,8 +28,10 @@ from offchain.bots.builders import build_keeper, config_histories
 from offchain.bots.metrics import serve
 from offchain.bots.preflight import (
     check_histories,
+    check_keeper_contracts,
     check_keeper_key,
     check_markets,
+    check_profile_classes,
     check_registry,
 )
 from offchain.protocol.chain import FeedClient, RegistryClient
@@ -45,7 +47,10 @@ with startup("keeper"):
     check_keeper_key(_registry, _key.address if _key else None, _key is None)
     _histories = config_histories(_cfg)
     check_histories(_cfg, _histories, _readings)
+    check_keeper_contracts(_w3, _cfg, _registry.address)
     keeper = build_keeper(_cfg, _w3, _registry.address, _key, dry_run=False, histories=_histories)
+    if keeper.profiles is not None and _cfg.file.profiles is not None:
+        check_profile_classes(keeper.profiles, _cfg.file.profiles.scale)
     if _cfg.metrics_port("keeper"):
         serve(keeper.metrics, _cfg.metrics_port("keeper"))  # /metrics and /healthz
 _tick = NonOverlapping("keeper", keeper.tick)
@@ -59,6 +64,8 @@ def on_block(block: Any) -> dict[str, int]:
     keeper.metrics.tick_done()
     return {
         "updates": len(result.updates),
+        "scenario_updates": len(result.scenario_updates),
+        "profile_updates": len(result.profile_updates),
         "refused": sum(d.action == "refuse" for d in result.decisions),
         "gas_wei": result.sent.cost_wei if result.sent else 0,
     }

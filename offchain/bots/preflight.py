@@ -14,7 +14,12 @@ funded subaccount) only warn.
 - each warm-up history ends near the feed's last answer, in time and in price
   (``keeper.history_max_gap_seconds``, ``keeper.history_max_price_gap``; ``keeper.history_check:
   warn`` logs instead of refusing): a model warmed up on a distant past prices a market that
-  no longer exists.
+  no longer exists;
+- the keeper's other contracts (:func:`check_keeper_contracts`): ``scenarios.registry`` answers
+  the scenario registry's EIP-712 name and uses the configured risk registry (and engine);
+  ``profiles.registry`` likewise for the profile registry, whose classes must be those of the
+  shipped table at ``profiles.scale``; ``relay`` relays to exactly these two registries; each
+  reference funding feed holds code and answers.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from offchain.protocol.chain import (
 log = logging.getLogger("dmm.preflight")
 
 REGISTRY_DOMAIN = "DynamicMarginRiskRegistry"
+SCENARIO_DOMAIN = "DynamicMarginScenarioRegistry"
+PROFILE_DOMAIN = "DynamicMarginProfileRegistry"
 
 
 class PreflightError(ConfigError):
@@ -193,13 +200,113 @@ def check_histories(
     return warnings
 
 
+def _same(a: str, b: str) -> bool:
+    return a.lower() == b.lower()
+
+
+def _named(w3: Any, client: Any, key: str, domain: str) -> None:
+    if not has_code(w3, client.address):
+        raise PreflightError(f"{key}: no contract at {client.address} on chain {w3.eth.chain_id}")
+    try:
+        name = client.domain_name()
+    except CallFailed as exc:
+        raise PreflightError(f"{key}: {client.address} is not a {domain} ({exc})") from None
+    if name != domain:
+        raise PreflightError(f"{key}: {client.address} is {name!r}, not a {domain}")
+
+
+def check_keeper_contracts(w3: Any, cfg: BotConfig, registry: str) -> list[str]:
+    """The scenario registry, profile registry, relay and reference feeds of the config are
+    those contracts and belong to ``registry`` (and the configured engine); returns notes."""
+    from offchain.protocol.keeper_clients import (
+        ProfileRegistryClient,
+        RelayClient,
+        ScenarioRegistryClient,
+    )
+
+    f = cfg.file
+    notes: list[str] = []
+    engine = str(f.engine) if f.engine else None
+    try:
+        if f.scenarios is not None:
+            sc = ScenarioRegistryClient(w3, f.scenarios.registry)
+            _named(w3, sc, "scenarios.registry", SCENARIO_DOMAIN)
+            if not _same(sc.risk_registry(), registry):
+                raise PreflightError(
+                    f"scenarios.registry: {sc.address} uses risk registry {sc.risk_registry()},"
+                    f" the config names {registry}"
+                )
+            if engine and not _same(sc.engine(), engine):
+                raise PreflightError(
+                    f"scenarios.registry: {sc.address} pushes into engine {sc.engine()}, the"
+                    f" config names {engine}"
+                )
+            notes.append(f"scenario registry {sc.address}")
+        if f.profiles is not None:
+            pr = ProfileRegistryClient(w3, f.profiles.registry)
+            _named(w3, pr, "profiles.registry", PROFILE_DOMAIN)
+            if not _same(pr.risk_registry(), registry):
+                raise PreflightError(
+                    f"profiles.registry: {pr.address} uses risk registry {pr.risk_registry()},"
+                    f" the config names {registry}"
+                )
+            if engine and not _same(pr.engine(), engine):
+                raise PreflightError(
+                    f"profiles.registry: {pr.address} pushes into engine {pr.engine()}, the"
+                    f" config names {engine}"
+                )
+            notes.append(f"profile registry {pr.address}")
+        if f.relay is not None:
+            rl = RelayClient(w3, f.relay)
+            if not has_code(w3, rl.address):
+                raise PreflightError(f"relay: no contract at {rl.address}")
+            scenarios = f.scenarios.registry if f.scenarios is not None else ""
+            if not _same(rl.risk_registry(), registry) or not _same(
+                rl.scenario_registry(), scenarios
+            ):
+                raise PreflightError(
+                    f"relay: {rl.address} relays to {rl.risk_registry()} and"
+                    f" {rl.scenario_registry()}, not to the configured registry and scenarios"
+                )
+            notes.append(f"relay {rl.address}")
+    except CallFailed as exc:
+        raise PreflightError(str(exc)) from None
+    feeds = FeedClient(w3)
+    for i, m in enumerate(f.markets):
+        if m.funding is None or m.funding.mode != "reference" or m.funding.feed is None:
+            continue
+        key = f"markets[{i}].funding.feed"
+        if not has_code(w3, m.funding.feed):
+            raise PreflightError(f"{key}: no contract at {m.funding.feed}")
+        try:
+            feeds.latest(m.funding.feed)
+        except CallFailed as exc:
+            raise PreflightError(f"{key}: {exc}") from None
+    return notes
+
+
+def check_profile_classes(planner: Any, scale: str) -> None:
+    """Every class of the planner's table (the shipped one at ``scale``) is defined on chain as
+    the table says (multiplier and minimums): the keeper would otherwise sign classes that mean
+    something else."""
+    for c in planner.table.classes:
+        got = planner.client.account_class(c.class_id)
+        if got != c.as_tuple():
+            raise PreflightError(
+                f"profiles.scale: class {c.class_id} ({c.name}) is {got} on chain, the shipped"
+                f" table ({scale}) says {c.as_tuple()}: define the classes or fix the scale"
+            )
+
+
 __all__ = [
     "PreflightError",
     "check_engine",
     "check_histories",
+    "check_keeper_contracts",
     "check_keeper_key",
     "check_liquidator_funds",
     "check_markets",
+    "check_profile_classes",
     "check_registry",
     "history_problem",
 ]

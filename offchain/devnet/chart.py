@@ -1,4 +1,5 @@
-"""The demo's chart: prices with liquidation and backstop markers, multipliers in force."""
+"""The demo's chart: prices with liquidation and backstop markers, the hedged and outright books'
+maintenance against their tiered sums, multipliers in force."""
 
 from __future__ import annotations
 
@@ -25,9 +26,13 @@ def plot_demo(result: DemoResult, path: str | Path) -> Path:
     path = Path(path)
     x = _chart_x(result)
     paths = result.scenario.paths
-    fig, axes = plt.subplots(len(paths) + 1, 1, sharex=True, figsize=(12, 3.2 * (len(paths) + 1)))
+    pair = "hedged" in result.roles and "outright" in result.roles
+    rows = len(paths) + 1 + pair
+    fig, axes = plt.subplots(rows, 1, sharex=True, figsize=(12, 3.2 * rows))
     for ax, market in zip(axes, paths, strict=False):
         _plot_market(ax, result, market, x)
+    if pair:
+        _plot_pair(axes[len(paths)], result, x)
     ax_m = axes[-1]
     for market, style in zip(paths, ("-", "--", ":", "-."), strict=False):
         values = multipliers(result, market.market_id)
@@ -87,6 +92,29 @@ def _plot_market(ax: Any, result: DemoResult, market: MarketPath, x: list[Any]) 
     )
     ax.set_ylabel(f"{market.name} price (USD)")
     ax.legend(loc="upper right", fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+def _plot_pair(ax: Any, result: DemoResult, x: list[Any]) -> None:
+    """Maintenance of the hedged pair and the outright long against their tiered sums."""
+    for role, color in (("hedged", "tab:green"), ("outright", "tab:purple")):
+        account = result.roles[role]
+        snaps = result.snapshots[account]
+        label = f"{result.labels[account]} {role}"
+        ax.step(x, [s.maintenance / WAD for s in snaps], where="post", color=color, label=label)
+        ax.step(
+            x,
+            [(s.tiered + s.reserve) / WAD for s in snaps],
+            where="post",
+            color=color,
+            ls=":",
+            label=f"{label}: tiered sum",
+        )
+    ax.set_ylabel("maintenance (USD)")
+    ax.set_title(
+        "portfolio margin (keeper's scenarios) vs tiered sum, same gross notional", fontsize=9
+    )
+    ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
 
 

@@ -1,12 +1,16 @@
 """The demo: a devnet crash with the risk keeper and the liquidation bot at work.
 
-``run_demo`` deploys the whole system on the connected devnet (ape), funds a market maker, the
-bot and the insurance fund, opens a book of cross and isolated positions, then replays a price
-path into the mock feeds one hourly step at a time. After each step the keeper ticks (reads the
-feeds, signs and relays a multiplier update) and then the liquidation bot ticks (scans,
-liquidates worst first, backstops the underwater); both run in-process and talk to the node over
-JSON-RPC as in production. Everything reported is read back from the chain: the registry's
-multiplier, the engine's events, balances and positions.
+``run_demo`` deploys the whole system on the connected devnet (ape) from the shipped
+configuration (guardrails, funding bound and reserve, the BTC/ETH scenario group, the account
+classes), funds a market maker, the bot and the insurance fund, opens a book of cross and
+isolated positions, then replays a price path into the mock feeds one hourly step at a time.
+After each step the keeper ticks (reads the feeds, signs the multipliers and funding rates, the
+group's joint scenarios and, each hour, the account classes; risk and scenario batches land in
+one transaction through the relay) and then the liquidation bot ticks (scans, liquidates worst
+first, backstops the underwater, deleverages the deficit, repays bad debt); both run in-process
+and talk to the node over JSON-RPC as in production. Everything reported is read back from the
+chain: the registries' state, each account's details, the engine's events, balances and
+positions, and the books replayed from the events to the wei.
 """
 
 from __future__ import annotations
@@ -19,22 +23,29 @@ from typing import Any
 from eth_account import Account
 
 from offchain import WAD
-from offchain.bots.keeper import Keeper, KeeperConfig, KeeperMarket
+from offchain.bots.engine_records import EngineRecords
+from offchain.bots.keeper import Keeper, KeeperConfig, KeeperMarket, TickResult
+from offchain.bots.keeper_funding import FundingPlanner, MarketFunding
 from offchain.bots.keeper_models import CalibratedRiskModel
+from offchain.bots.keeper_profiles import ProfilePlanner
+from offchain.bots.keeper_scenarios import ScenarioPlanner
 from offchain.bots.liquidator import Liquidator, LiquidatorConfig, scan
 from offchain.bots.metrics import BotMetrics
 from offchain.devnet.chart import plot_demo
+from offchain.devnet.demo_accounts import AccountWatch
 from offchain.devnet.ledger import books, read_events
 from offchain.devnet.replay import replay
 from offchain.devnet.report import (
     BackstopEvent,
+    DeleverageEvent,
     DemoResult,
     LiquidationEvent,
-    Reconciliation,
+    RepayEvent,
     StepRecord,
     usd,
 )
 from offchain.devnet.scenario import (
+    BACKSTOP_REWARD,
     DEMO_SENDER,
     LIQUIDATION_FEES,
     BookAccount,
@@ -42,13 +53,12 @@ from offchain.devnet.scenario import (
     DemoConfig,
     Scenario,
     describe,
-    feed_price,
     market_tiers,
     position_size,
-    static_maintenance,
     utc_label,
 )
 from offchain.devnet.system import (
+    SHIPPED,
     USDC,
     DevnetMarket,
     System,
@@ -63,7 +73,13 @@ from offchain.protocol.chain import (
     connect,
     latest_block,
 )
+from offchain.protocol.keeper_clients import (
+    ProfileRegistryClient,
+    RelayClient,
+    ScenarioRegistryClient,
+)
 from offchain.protocol.tx_sender import SentTx, TxSender
+from offchain.risk.funding import PremiumFundingModel
 
 log = logging.getLogger("dmm.demo")
 
@@ -99,6 +115,7 @@ def deploy_demo(actors: DemoActors, scenario: Scenario) -> System:
     system = deploy_system(
         actors.owner, markets=markets, keepers=[actors.keeper.address], exchange=actors.exchange
     )
+    system.engine.set_backstop_reward(BACKSTOP_REWARD, sender=actors.owner)
     for m in markets:
         log.info("market %d (%s) at %s: %s", m.market_id, m.name, f"{m.price:,.2f}", rules(m))
     return system
@@ -114,7 +131,8 @@ def rules(m: DevnetMarket) -> str:
         f"tiers {tiers}; multiplier in [{g.min_multiplier / WAD:g}, {g.max_multiplier / WAD:g}],"
         f" +{g.max_increase / WAD:.0%}/-{g.max_decrease / WAD:.0%} per update,"
         f" {g.stale_multiplier / WAD:g}x when stale ({g.heartbeat} s);"
-        f" liquidation penalty {m.liquidation_fee / WAD:.1%}"
+        f" liquidation penalty {m.liquidation_fee / WAD:.1%}; funding within"
+        f" {g.max_funding_rate / WAD:.2e}/s, reserve {m.funding_reserve_seconds} s"
     )
 
 
@@ -146,40 +164,70 @@ class DemoRun:
         self.records: list[StepRecord] = []
         self.liquidations: list[LiquidationEvent] = []
         self.backstops: list[BackstopEvent] = []
+        self.deleverages: list[DeleverageEvent] = []
+        self.repayments: list[RepayEvent] = []
+        self.ticks: list[TickResult] = []
         self.first_liquidatable: dict[Subaccount, int] = {}
-        self.caught_by_multiplier: dict[Subaccount, int] = {}
         self.labels: dict[Subaccount, str] = {
             Subaccount(actors.maker.address, 0): "maker/0",
             Subaccount(actors.liquidator.address, config.bot_subaccount): "bot",
             self.insurance: "insurance",
         }
         self.descriptions: dict[Subaccount, str] = {}
+        self.roles: dict[str, Subaccount] = {}
+        self.watch = AccountWatch(system, self.engine, self.registry, self.names)
         self.initial_insurance = 0
         self.cursor = 0
 
     def _keeper(self) -> Keeper:
+        """The keeper as a deployment runs it: the shipped model on hourly bars, premium funding
+        in both markets, the group's scenarios on the same bars, classes every hour, the relay."""
         self._set_balance(self.actors.keeper.address)
         markets = tuple(
             KeeperMarket(p.market_id, self.system.feeds[p.market_id].address, p.name)
             for p in self.scenario.paths
         )
-        return Keeper(
+        step = self.scenario.step_seconds
+        ids = [p.market_id for p in self.scenario.paths]
+        model = CalibratedRiskModel(
+            {m: market_tiers(m)[0].maintenance_rate for m in ids}, bar_seconds=step
+        )
+        engine = self.system.engine.address
+        funding = FundingPlanner(
+            {m: MarketFunding(m, PremiumFundingModel()) for m in ids},
+            EngineRecords(self.w3, engine),
+            FeedClient(self.w3),
+        )
+        keeper = Keeper(
             KeeperConfig(markets=markets),
             self.registry,
             FeedClient(self.w3),
-            CalibratedRiskModel(
-                {
-                    p.market_id: market_tiers(p.market_id)[0].maintenance_rate
-                    for p in self.scenario.paths
-                },
-                bar_seconds=self.scenario.step_seconds,
-            ),
+            model,
             self.actors.keeper,
             RecordingSender(self.w3, self.actors.keeper, DEMO_SENDER),
             self.w3.eth.chain_id,
             BotMetrics("keeper"),
             echo=log.info,
+            funding=funding,
+            relay=RelayClient(self.w3, self.system.relay.address),
         )
+        assert SHIPPED.portfolio is not None and SHIPPED.profiles is not None
+        keeper.scenarios = ScenarioPlanner(
+            ScenarioRegistryClient(self.w3, self.system.scenarios.address),
+            lambda market_id, now: model.candles(market_id)[0],
+            keeper.market_names,
+            SHIPPED.portfolio.design(),
+            bar_seconds=step,
+        )
+        profiles = self.system.profiles.address
+        keeper.profiles = ProfilePlanner(
+            ProfileRegistryClient(self.w3, profiles),
+            EngineRecords(self.w3, engine, profiles),
+            SHIPPED.profiles.table("devnet"),
+            interval_s=step,
+            start_block=self.first_block,
+        )
+        return keeper
 
     def _bot(self) -> Liquidator:
         key = Account.from_key(self.actors.liquidator.private_key)
@@ -200,7 +248,7 @@ class DemoRun:
         for p in self.scenario.paths:
             n = len(p.warm_up)
             self.keeper.warm_up(p.market_id, [now - step * (n - i) for i in range(n)], p.warm_up)
-        self.keeper.tick(latest_block(self.w3))
+        self.ticks.append(self.keeper.tick(latest_block(self.w3)))
 
     def open_book(self) -> None:
         """Fund the insurance fund, the maker and the bot; open every position of the book."""
@@ -212,6 +260,9 @@ class DemoRun:
             self._open(account)
         self.initial_insurance = self.engine.insurance_fund()
         self.cursor = latest_block(self.w3).number + 1
+        # The first scenarios were signed before the book opened: refresh them on the book's
+        # block so that "before the crash" shows the portfolio credit in force.
+        self.ticks.append(self.keeper.tick(latest_block(self.w3)))
         log.info(
             "book open: %d trader subaccounts against the maker; insurance fund %s USD",
             len(cfg.book),
@@ -223,6 +274,14 @@ class DemoRun:
         self.system.fund(trader, account.collateral, subaccount=account.subaccount)
         if account.isolated:
             self.system.engine.set_isolated(account.subaccount, account.isolated, sender=trader)
+        if account.turnover:
+            first = account.holdings[0].market_id
+            price = self.scenario.path(first).start
+            size = position_size(account.collateral, account.turnover, price)
+            for signed in (size, -size):  # bought, then sold back: a two-sided record
+                self.system.trade(
+                    first, self.actors.maker, trader, signed, price, taker_sub=account.subaccount
+                )
         for h in account.holdings:
             price = self.scenario.path(h.market_id).start
             size = position_size(account.collateral, h.leverage, price)
@@ -232,6 +291,8 @@ class DemoRun:
         key = Subaccount(trader.address, account.subaccount)
         mode = f"{self.names[account.isolated]} only" if account.isolated else "cross"
         self.labels[key] = account.label
+        if account.role:
+            self.roles[account.role] = key
         self.descriptions[key] = f"{mode}: {describe(account, self.names)}"
         log.info(
             "opened %s (%s, %s USD): %s",
@@ -246,6 +307,7 @@ class DemoRun:
     def replay(self) -> None:
         """One step per price: feeds, then a keeper tick, then a bot tick; then the clock."""
         self.records.append(self._record(0, 0, 0))
+        self.watch.snapshot(0, self.descriptions)
         feeds = {
             self.system.feeds[p.market_id].address: list(p.prices) for p in self.scenario.paths
         }
@@ -262,7 +324,8 @@ class DemoRun:
         step = index + 1
         self._log_prices(step)
         tick = self.keeper.tick(latest_block(self.w3))
-        if tick.sent is None:
+        self.ticks.append(tick)
+        if not tick.transactions:
             reasons = "; ".join(f"{self.names[d.market_id]}: {d.reason}" for d in tick.decisions)
             log.info("keeper pushed nothing (%s)", reasons)
         found = scan(self.engine).liquidatable
@@ -274,30 +337,27 @@ class DemoRun:
             log.error("%s is still liquidatable after the bot's tick", self._label(health.account))
         self._collect_events(step)
         self.records.append(self._record(step, len(found), len(left)))
+        self.watch.snapshot(step, self.descriptions)
         self._advance()
 
     def _first_seen(self, health: Health, step: int) -> None:
-        """Note when an account first became liquidatable, and whether a static schedule
-        (multiplier 1) would have let it be."""
+        """Note when an account first became liquidatable, and whether it would have been
+        healthy at the multipliers in force before the crash (the tiered maintenance then, plus
+        its funding reserve: a portfolio account needs no more than that)."""
         account = health.account
         if account in self.first_liquidatable:
             return
         self.first_liquidatable[account] = step
-        prices = {p.market_id: feed_price(p.prices[step - 1]) for p in self.scenario.paths}
-        sizes = {
-            m: self.engine.position(account.owner, account.subaccount, m)[0]
-            for m in self.engine.markets_of(account.owner, account.subaccount)
-        }
-        static = static_maintenance(sizes, prices)
-        if health.equity >= static:
-            self.caught_by_multiplier[account] = step
+        before = self.watch.pre_crash_maintenance(account, self.records[0].multipliers)
+        if health.equity >= before:
+            self.watch.caught[account] = self.watch.caught_at(step, health, before)
             log.info(
                 "%s is liquidatable only because margin rose: equity %s USD, maintenance %s"
-                " now, %s at multiplier 1",
+                " now, %s at the pre-crash multipliers",
                 self._label(account),
                 usd(health.equity),
                 usd(health.maintenance),
-                usd(static),
+                usd(before),
             )
 
     def _advance(self) -> None:
@@ -319,6 +379,9 @@ class DemoRun:
             bad_debt=self.engine.bad_debt(),
             liquidatable=found,
             left_unhealthy=left,
+            funding_rates={m: self.registry.funding_rate(m) for m in prices},
+            scenarios_fresh=bool(self.system.scenarios.is_fresh(1)),
+            deficit=self.engine.deficit(),
         )
 
     def _label(self, account: Subaccount) -> str:
@@ -336,12 +399,10 @@ class DemoRun:
     # -- events -------------------------------------------------------------------------------
 
     def _collect_events(self, step: int) -> None:
-        """The step's ``Liquidation`` and ``Backstop`` logs, with a line for each."""
+        """The step's liquidation, backstop, deleveraging and repayment logs, a line each."""
         head = latest_block(self.w3).number
-        liquidations, backstops = read_events(
-            self.system.engine, self.engine, self.cursor, head, step
-        )
-        for event in liquidations:
+        events = read_events(self.system.engine, self.engine, self.cursor, head, step)
+        for event in events.liquidations:
             log.info(
                 "liquidated %s (%s): %s %s closed at %s, penalty %s USD (bot %s)",
                 self._label(event.account),
@@ -352,35 +413,48 @@ class DemoRun:
                 usd(event.penalty),
                 usd(event.reward),
             )
-        for event in backstops:
+        for event in events.backstops:
             log.info(
-                "backstopped %s (%s): equity %s USD; insurance fund covered %s, bad debt %s",
+                "backstopped %s (%s): equity %s USD; insurance fund covered %s, bad debt %s,"
+                " reward %s",
                 self._label(event.account),
                 self.descriptions.get(event.account, "?"),
                 usd(event.equity),
                 usd(event.covered),
                 usd(event.bad_debt),
+                usd(event.reward),
             )
-        self.liquidations += liquidations
-        self.backstops += backstops
+        for event in events.deleverages:
+            log.info(
+                "deleveraged %s: %s %s closed at %s, gave up %s USD; deficit left %s USD",
+                self._label(event.account),
+                f"{abs(event.size) / WAD:,.4f}",
+                self.names[event.market_id],
+                usd(event.price),
+                usd(event.transfer),
+                usd(event.deficit_after),
+            )
+        for event in events.repayments:
+            log.info(
+                "insurance fund repaid %s USD of bad debt (%s left)",
+                usd(event.amount),
+                usd(event.bad_debt_after),
+            )
+        self.liquidations += events.liquidations
+        self.backstops += events.backstops
+        self.deleverages += events.deleverages
+        self.repayments += events.repayments
         self.cursor = head + 1
-
-    def reconciliation(self) -> Reconciliation:
-        """Every subaccount that holds or held collateral, every fill since the deployment."""
-        return books(
-            self.system,
-            self.engine,
-            self.first_block,
-            set(self.labels) | {e.liquidator for e in self.liquidations},
-            self.liquidations,
-            self.backstops,
-            tuple(self.names),
-        )
 
     def result(self) -> DemoResult:
         book = list(self.descriptions)
         assert isinstance(self.keeper.sender, RecordingSender)
         assert isinstance(self.bot.sender, RecordingSender)
+        reconciliation, replayed, owed = books(
+            self.system, self.engine, self.first_block, self.names, BACKSTOP_REWARD
+        )
+        for account in replayed.collateral:
+            self.labels.setdefault(Subaccount(*account), f"{account[0][:10]}/{account[1]}")
         return DemoResult(
             scenario=self.scenario,
             config=self.config,
@@ -390,14 +464,38 @@ class DemoRun:
             liquidations=self.liquidations,
             backstops=self.backstops,
             first_liquidatable=self.first_liquidatable,
-            caught_by_multiplier=self.caught_by_multiplier,
+            caught_by_multiplier=dict(self.watch.caught),
             final_health=dict(zip(book, self.engine.health(book), strict=True)),
             keeper_txs=list(self.keeper.sender.mined),
             bot_txs=list(self.bot.sender.mined),
-            reconciliation=self.reconciliation(),
+            reconciliation=reconciliation,
             initial_insurance=self.initial_insurance,
             blocks=(self.first_block, latest_block(self.w3).number),
+            deleverages=self.deleverages,
+            repayments=self.repayments,
+            snapshots=dict(self.watch.snapshots),
+            roles=self.roles,
+            funding_settled={Subaccount(*k): v for k, v in replayed.funding_settled.items()},
+            funding_owed={Subaccount(*k): v for k, v in owed.items()},
+            fund_flows=dict(replayed.fund_flows),
+            bad_debt_recovered=replayed.bad_debt_repaid_by_adl,
+            keeper_batches=batch_counts(self.ticks),
+            class_names={c.class_id: c.name for c in SHIPPED.profiles.table("devnet").classes}
+            if SHIPPED.profiles is not None
+            else {},
         )
+
+
+def batch_counts(ticks: list[TickResult]) -> dict[str, int]:
+    """What the keeper landed: risk, scenario and profile updates, relayed transactions."""
+    landed = [t for t in ticks if t.transactions]
+    return {
+        "risk updates": sum(len(t.updates) for t in landed if t.sent is not None),
+        "scenario updates": sum(len(t.scenario_updates) for t in landed),
+        "profile updates": sum(len(t.profile_updates) for t in landed),
+        "relayed": sum(t.relayed for t in ticks),
+        "transactions": sum(len(t.transactions) for t in ticks),
+    }
 
 
 def run_demo(

@@ -3,11 +3,17 @@
 Markets and book
 ----------------
 BTC uses the devnet tiers (0.5% of notional to 1M USD, 1% to 10M, 2.5% above), ETH riskier ones
-(0.75% to 500k, 1.5% to 5M, 3% above); both the devnet guardrails (multiplier in [1, 10], +50% /
--10% per update, 4x when no update for 2 hours). Liquidation penalties are 0.3% (BTC) and 0.5%
-(ETH), half to the liquidator. ``DEMO_BOOK`` holds nine trader subaccounts, cross and isolated,
-long and short, from 1.25x to 20x, against one market maker. For each account that becomes
-liquidatable the demo also says whether a static schedule (multiplier 1) would have let it be.
+(0.75% to 500k, 1.5% to 5M, 3% above); both the shipped guardrails of ``deploy/risk.yaml``'s BTC
+market (multiplier in [2, 10], x3 / -5% per update, 6x when no update for 2 hours, increases
+phased in over 30 minutes, funding within 1.9e-7/s and a 2-hour funding reserve), the shipped
+scenario group (BTC/ETH) and account classes (devnet scale). Liquidation penalties are 0.3%
+(BTC) and 0.5% (ETH), half to the liquidator; a backstop pays its caller 10 USD from the
+insurance fund. ``DEMO_BOOK`` holds thirteen trader subaccounts, cross and isolated, long and
+short, from 1.25x to 20x, against one market maker; among them a hedged pair (BTC long, ETH
+short) beside an outright BTC long of the same gross notional, and a two-sided market maker
+(``turnover``: round trips before its position) whose record earns the discount class. For each
+account that becomes liquidatable the demo also says whether it would have been healthy at the
+multipliers in force before the crash.
 
 Scenarios
 ---------
@@ -20,10 +26,14 @@ Scenarios
   10% rebound over 4 hours.
 
 The keeper runs the backtested model (``CalibratedRiskModel``: FHS on a dual EWMA filter, 99%
-one-hour VaR, stressed floor), one bar per hourly step, and first warms up on 720 quiet hours
-(seeded, same noise). ``window_scenario`` replays the hourly closes of a real window instead
-(e.g. ``2020-03-11`` to ``2020-03-14`` inclusive), scaled so that the window's first close is the
-devnet price (60,000 BTC, 3,000 ETH); the 720 hours before the window warm the keeper up.
+one-hour VaR, stressed floor), one bar per hourly step, and first warms up on 721 quiet hours
+(seeded; BTC and ETH correlated 0.8 hour by hour, as they have been since 2018, so that the
+joint scenarios see a hedge); on the same bars it signs the BTC/ETH group's joint scenarios,
+each market's funding from the engine's premium (the interest term while fills trade at the
+oracle) and, each hour, the account classes. ``window_scenario`` replays the hourly closes of a
+real window instead (e.g. ``2020-03-11`` to ``2020-03-14`` inclusive), scaled so that the
+window's first close is the devnet price (60,000 BTC, 3,000 ETH); the 721 hours before the window
+warm the keeper up.
 ETH replays its own candles when a file is given, otherwise the same relative moves as BTC.
 """
 
@@ -76,6 +86,10 @@ DEMO_SENDER = SenderConfig(
 # restore an account's health instead of costing more than the margin it frees.
 LIQUIDATION_FEES = {MARKET_BTC: 3 * 10**15, MARKET_ETH: 5 * 10**15}  # 0.3%, 0.5%
 TRADER_NAMES = ("alice", "bob", "carol")
+# The warm-up's hour-by-hour correlation between markets (BTC/ETH hourly returns: about 0.8).
+WARM_UP_CORRELATION = 0.8
+WARM_UP_OWN = 0.6  # sqrt(1 - 0.8^2)
+BACKSTOP_REWARD = 10 * WAD  # USD paid to whoever backstops an account, from the insurance fund
 DEMO_KEEPER_KEY = keccak(text="dynamic-margin demo keeper")  # a devnet-only key
 
 
@@ -135,12 +149,17 @@ class Scenario:
         return next(p for p in self.paths if p.market_id == market_id)
 
 
-def quiet_history(end_price: float, hours: int, vol: float, seed: int) -> tuple[float, ...]:
+def quiet_history(
+    end_price: float, hours: int, vol: float, seed: int, common: np.ndarray | None = None
+) -> tuple[float, ...]:
     """``hours`` hourly prices of a seeded random walk (``vol`` per hour) that ends next to
-    ``end_price`` (the walk is generated backwards from it), oldest first."""
+    ``end_price`` (the walk is generated backwards from it), oldest first. With ``common``
+    (standard normal draws shared by several markets) each hour's shock is
+    ``0.8 common + 0.6 own``: the markets move together with correlation 0.8."""
     rng = np.random.default_rng(seed)
-    steps = np.exp(rng.normal(0.0, vol, hours))
-    backwards = end_price * np.cumprod(steps)
+    own = rng.normal(0.0, 1.0, hours)
+    z = own if common is None else WARM_UP_CORRELATION * common + WARM_UP_OWN * own
+    backwards = end_price * np.cumprod(np.exp(vol * z))
     return tuple(float(p) for p in backwards[::-1])
 
 
@@ -172,17 +191,18 @@ def seeded_scenario(
         f"seeded crash (seed {seed}): {calm_steps} calm h, then BTC -30% and ETH -38%"
         f" over {crash_steps} h, rebound +8% / +10% over {rebound_steps} h"
     )
+    common = np.random.default_rng(seed + 2000).normal(0.0, 1.0, WARM_UP_HOURS)
     return Scenario(
         title,
         (
-            _crash_path(MARKET_BTC, "BTC", btc),
-            _crash_path(MARKET_ETH, "ETH", eth),
+            _crash_path(MARKET_BTC, "BTC", btc, common),
+            _crash_path(MARKET_ETH, "ETH", eth, common),
         ),
     )
 
 
-def _crash_path(market_id: int, name: str, s: CrashScenario) -> MarketPath:
-    warm = quiet_history(s.start_price, WARM_UP_HOURS, s.calm_vol, s.seed + 1000)
+def _crash_path(market_id: int, name: str, s: CrashScenario, common: np.ndarray) -> MarketPath:
+    warm = quiet_history(s.start_price, WARM_UP_HOURS, s.calm_vol, s.seed + 1000, common)
     return MarketPath(market_id, name, s.start_price, tuple(crash_scenario(s)), warm)
 
 
@@ -272,13 +292,17 @@ class Holding:
 
 @dataclass(frozen=True)
 class BookAccount:
-    """A trader subaccount of the book: collateral (token units), isolation, positions."""
+    """A trader subaccount of the book: collateral (token units), isolation, positions, and
+    ``turnover`` (round trips against the maker before the positions, in multiples of the
+    collateral: bought, then sold back, in the first market held)."""
 
     trader: int
     subaccount: int
     collateral: int
     holdings: tuple[Holding, ...]
     isolated: int = 0
+    role: str = ""  # "hedged", "outright", "two-sided": what the summary shows it for
+    turnover: float = 0.0
 
     @property
     def label(self) -> str:
@@ -288,7 +312,13 @@ class BookAccount:
 # From comfortable to reckless, sized against the default crash: the hedged and short accounts
 # ride it out; the 3x-6x longs become liquidatable as the multiplier climbs (partially or fully
 # closed, several at the bottom only because margin rose); the 20x ETH long gaps far below zero
-# on the first crash hour and is backstopped beyond what the insurance fund holds.
+# on the first crash hour and is backstopped beyond what the insurance fund holds, and the
+# deficit is recovered from the most profitable shorts (auto-deleveraging: carol/3's 5x ETH
+# short ranks first by profit times leverage). alice/3 and alice/4
+# are the portfolio pair: the same 60,000 USD gross, hedged (BTC long, ETH short) and outright
+# (BTC long). bob/3 trades 9x its collateral both ways before holding a small BTC short: a
+# two-sided record the profile rule rewards with the maker class (its equity must stay above the
+# class's minimum, which a short does through a crash).
 DEMO_BOOK = (
     BookAccount(0, 0, 20_000 * USDC, (Holding(MARKET_BTC, 2.0), Holding(MARKET_ETH, -1.0))),
     BookAccount(0, 1, 10_000 * USDC, (Holding(MARKET_ETH, -4.0),), isolated=MARKET_ETH),
@@ -299,6 +329,12 @@ DEMO_BOOK = (
     BookAccount(2, 0, 10_000 * USDC, (Holding(MARKET_BTC, 2.5), Holding(MARKET_ETH, 1.5))),
     BookAccount(2, 1, 10_000 * USDC, (Holding(MARKET_ETH, 4.1),), isolated=MARKET_ETH),
     BookAccount(2, 2, 4_000 * USDC, (Holding(MARKET_ETH, 20.0),), isolated=MARKET_ETH),
+    BookAccount(
+        0, 3, 20_000 * USDC, (Holding(MARKET_BTC, 1.5), Holding(MARKET_ETH, -1.5)), role="hedged"
+    ),
+    BookAccount(0, 4, 20_000 * USDC, (Holding(MARKET_BTC, 3.0),), role="outright"),
+    BookAccount(1, 3, 60_000 * USDC, (Holding(MARKET_BTC, -1.0),), role="two-sided", turnover=9.0),
+    BookAccount(2, 3, 30_000 * USDC, (Holding(MARKET_ETH, -5.0),), isolated=MARKET_ETH),
 )
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from offchain import WAD
 from offchain.protocol.deploy_config import DeploySpec, MarketSpec, MockFeed, MockToken
 from offchain.protocol.deploy_plan import ApeBackend, DeployRecord, execute, plan
+from offchain.protocol.deploy_sections import ClassSpec, GroupSpec, ProfilesSpec
 from offchain.protocol.margin_math import Guardrails, Tier
 from offchain.risk.risk_config import MarketRisk, load_risk_config
 
@@ -26,12 +27,15 @@ USDC = 10**6
 FEED_DECIMALS = 8
 
 # The shipped configuration (deploy/risk.yaml) is the devnet's: its BTC market's tier schedule,
-# guardrails and initial ratio are the defaults of every devnet market, and `shipped(name)` gives
-# any market's (tests/risk/test_risk_config.py fails if they drift apart).
+# guardrails (the funding bound included), initial ratio and funding reserve are the defaults of
+# every devnet market, `shipped(name)` gives any market's, and the shipped scenario groups and
+# account classes (devnet scale) are configured (tests/risk/test_risk_config.py fails if they
+# drift apart).
 SHIPPED = load_risk_config()
 DEVNET_TIERS = SHIPPED.market("BTC").tiers
 DEVNET_GUARDRAILS = SHIPPED.market("BTC").guardrails
 DEVNET_INITIAL_RATIO = SHIPPED.market("BTC").initial_ratio
+DEVNET_FUNDING_RESERVE_S = SHIPPED.market("BTC").funding_reserve_seconds
 
 
 def shipped(name: str) -> MarketRisk:
@@ -54,33 +58,51 @@ class DevnetMarket:
     liquidation_fee: int = 25 * 10**14  # 0.25% of the closed notional, below the 0.5% tier-0 rate
     liquidator_share: int = WAD // 2
     oi_cap: int = 10**9 * WAD
+    funding_reserve_seconds: int = DEVNET_FUNDING_RESERVE_S
 
 
-@dataclass(frozen=True)
-class DevnetGroup:
-    """A scenario group: its markets, the bound and step of each market's shocks (basis
-    points), the heartbeat and the portfolio parameters (WAD)."""
-
-    group_id: int
-    markets: tuple[int, ...]
-    max_shocks: tuple[int, ...]
-    max_steps: tuple[int, ...]
-    heartbeat: int = 7200
-    residual: int = 0
-    floor: int = WAD // 20
-    initial_ratio: int = 2 * WAD
-
-    def as_tuple(self) -> tuple:
-        """The contract's ``GroupConfig`` struct."""
-        return (
-            list(self.markets),
-            list(self.max_shocks),
-            list(self.max_steps),
-            self.heartbeat,
-            self.residual,
-            self.floor,
-            self.initial_ratio,
+def shipped_groups(market_ids: Sequence[int]) -> list[GroupSpec]:
+    """The shipped scenario groups (``deploy/risk.yaml``, ``portfolio:``) whose markets are all
+    among ``market_ids``, with the shipped bounds, steps, heartbeat and parameters."""
+    p = SHIPPED.portfolio
+    if p is None:
+        return []
+    params = p.group_params()
+    out = []
+    for g in SHIPPED.groups:
+        ids = SHIPPED.group_market_ids(g)
+        if not set(ids) <= set(market_ids):
+            continue
+        bounds = p.guardrails(g.markets)
+        out.append(
+            GroupSpec(
+                g.group_id,
+                ids,
+                bounds.max_shock,
+                bounds.max_step,
+                bounds.heartbeat,
+                params.residual,
+                params.floor,
+                params.initial_ratio,
+            )
         )
+    return out
+
+
+def shipped_profiles(scale: str = "devnet") -> ProfilesSpec | None:
+    """The shipped account classes (``deploy/risk.yaml``, ``profiles:``) at a deployment scale."""
+    p = SHIPPED.profiles
+    if p is None:
+        return None
+    return ProfilesSpec(
+        p.heartbeat,
+        p.min_multiplier,
+        p.max_multiplier,
+        tuple(
+            ClassSpec(c.class_id, c.multiplier, c.min_volume, c.min_equity)
+            for c in p.table(scale).classes
+        ),
+    )
 
 
 @dataclass
@@ -147,9 +169,16 @@ def _address(actor: Any) -> str:
 
 
 def devnet_spec(
-    markets: Sequence[DevnetMarket], keepers: Sequence[str], exchange: str, guardian: str
+    markets: Sequence[DevnetMarket],
+    keepers: Sequence[str],
+    exchange: str,
+    guardian: str,
+    groups: Sequence[GroupSpec] | None = None,
+    profiles: ProfilesSpec | None = None,
 ) -> DeploySpec:
-    """The deployment of a devnet system: a mock token and one mock feed per market."""
+    """The deployment of a devnet system: a mock token and one mock feed per market; the
+    scenario groups (default: the shipped ones whose markets are all listed) and the account
+    classes (``profiles``; none when not given)."""
     return DeploySpec(
         collateral=None,
         mock_collateral=MockToken("USD Coin", "USDC", 6),
@@ -172,9 +201,14 @@ def devnet_spec(
                 liquidation_fee=m.liquidation_fee,
                 liquidator_share=m.liquidator_share,
                 oi_cap=m.oi_cap,
+                funding_reserve_seconds=m.funding_reserve_seconds,
             )
             for m in markets
         ],
+        scenario_groups=list(
+            shipped_groups([m.market_id for m in markets]) if groups is None else groups
+        ),
+        profiles=profiles,
     )
 
 
@@ -223,43 +257,51 @@ def deploy_system(
     exchange: Any | None = None,
     guardian: Any | None = None,
     project: Any | None = None,
-    groups: Sequence[DevnetGroup] = (),
+    groups: Sequence[GroupSpec] | None = None,
+    profile_scale: str | None = "devnet",
 ) -> System:
     """Deploy token, one mock feed per market, registry, engine, scenario and profile registries
-    and the keeper relay; configure and list every market and scenario group, authorise the
-    keepers and the exchange (default: the owner). The steps are those of a reviewed deployment
-    (``offchain/protocol/deploy_plan.py``), kept in memory."""
+    and the keeper relay; configure and list every market, its funding reserve, the scenario
+    groups (default: the shipped groups of these markets), the account classes of
+    ``profile_scale`` (None: none), authorise the keepers and the exchange (default: the
+    owner). The steps are those of a reviewed deployment (``offchain/protocol/deploy_plan.py``),
+    kept in memory."""
     if project is None:
         from ape import project as ape_project
 
         project = ape_project
     exchange = exchange or owner
     spec = devnet_spec(
-        markets, [_address(k) for k in keepers], _address(exchange), _address(guardian or owner)
+        markets,
+        [_address(k) for k in keepers],
+        _address(exchange),
+        _address(guardian or owner),
+        groups,
+        shipped_profiles(profile_scale) if profile_scale is not None else None,
     )
     backend = ApeBackend(project, owner, owner.provider.web3)
     record = DeployRecord(spec.config_hash(), backend.chain_id(), backend.deployer)
     execute(plan(spec), backend, record)
     system = system_from_record(project, record, owner, exchange, markets)
     system.keepers = list(keepers)
-    for g in groups:
-        system.scenarios.configure_group(g.group_id, g.as_tuple(), sender=owner)
     return system
 
 
 __all__ = [
+    "DEVNET_FUNDING_RESERVE_S",
     "DEVNET_GUARDRAILS",
     "DEVNET_INITIAL_RATIO",
     "DEVNET_TIERS",
     "FEED_DECIMALS",
     "USDC",
-    "DevnetGroup",
     "DevnetMarket",
     "System",
     "deploy_engine",
     "deploy_system",
     "devnet_spec",
     "shipped",
+    "shipped_groups",
+    "shipped_profiles",
     "system_from_record",
 ]
 

@@ -16,6 +16,11 @@ engine ``add_market``          1 <= id < 2^32, nonzero feed, 0 < max price age <
                                oi cap < 2^256 wei, feed decimals <= 18
 engine ``set_price_bounds``    0 <= min < max, max x 10^(18 - decimals) < 2^128
 engine ``set_exchange``        nonzero exchange
+engine ``set_funding_reserve``  0 <= seconds <= one day
+scenarios ``configure_group``  (``deploy_sections``) 2-8 deployed markets, each in one group,
+                               bounds and steps in bps, heartbeat, residual/floor <= 1
+profiles ``define_class``      (``deploy_sections``) bounds in [0.5, 1] and [1, 4], ids 1-7,
+                               every multiplier inside the bounds
 ============================  ==========================================================
 
 and, on the network (:func:`check_on_chain`): the node's chain id equals ``chain_id`` pinned in
@@ -33,16 +38,27 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any
 
 from eth_utils import is_checksum_address, to_checksum_address
-from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, StrictInt, model_validator
+from pydantic import AfterValidator, Field, StrictBool, StrictInt, model_validator
 
 from offchain import WAD
 from offchain.protocol.config_files import ConfigFileError, StrictModel, load_yaml, validate
+from offchain.protocol.deploy_sections import (
+    GroupFile,
+    GroupSpec,
+    ProfilesFile,
+    ProfilesSpec,
+    SectionError,
+    check_funding_reserve,
+    check_groups,
+    group_spec,
+    profiles_spec,
+)
 from offchain.protocol.margin_math import Guardrails, Tier, validate_guardrails, validate_tiers
+from offchain.protocol.units import Wad, to_wad
 
 # Bounds the contracts enforce (MarginEngine.vy / RiskParameterRegistry.vy constants and asserts;
 # tests/protocol/test_deploy_config.py reads them back from the sources).
@@ -70,23 +86,6 @@ class DeployConfigError(ConfigFileError):
 
 # ---------------------------------------------------------------------------------------------
 # Field types
-
-
-def to_wad(value: Any) -> int:
-    """A decimal written in the file (``"0.005"``, ``2``, ``"1e6"``) as an exact WAD integer."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError(f"{value!r} is not a number")
-    try:
-        scaled = Decimal(str(value).strip()) * WAD
-    except (InvalidOperation, ValueError):
-        raise ValueError(f"{value!r} is not a number") from None
-    if not scaled.is_finite():
-        raise ValueError(f"{value!r} is not a finite number")
-    if scaled != scaled.to_integral_value():
-        raise ValueError(f"{value!r} has more than 18 decimals")
-    if scaled < 0:
-        raise ValueError(f"{value!r} is negative")
-    return int(scaled)
 
 
 def check_address(value: str) -> str:
@@ -132,7 +131,6 @@ def address(value: Any, where: str) -> str:
         raise DeployConfigError(f"{where}: {exc}") from None
 
 
-Wad = Annotated[int, BeforeValidator(to_wad)]
 Seconds = Annotated[StrictInt, Field(ge=0)]
 Address = Annotated[str, AfterValidator(check_address)]
 NonzeroAddress = Annotated[str, AfterValidator(check_address), AfterValidator(nonzero_address)]
@@ -197,6 +195,7 @@ class EngineMarketFile(StrictModel):
     oi_cap_usd: Wad
     min_answer: Annotated[StrictInt, Field(ge=0, le=INT256_MAX)] | None = None
     max_answer: Annotated[StrictInt, Field(gt=0, le=INT256_MAX)] | None = None
+    funding_reserve_seconds: Seconds = 0  # expected funding the paying side carries
 
     @model_validator(mode="after")
     def _one_feed_and_both_bounds(self) -> EngineMarketFile:
@@ -230,6 +229,8 @@ class DeployFile(StrictModel):
     allow_single_signer: StrictBool = False
     exchanges: list[NonzeroAddress] = Field(default_factory=list)
     markets: Annotated[list[MarketFile], Field(min_length=1)]
+    scenario_groups: list[GroupFile] = Field(default_factory=list)
+    profiles: ProfilesFile | None = None
 
     @model_validator(mode="after")
     def _one_collateral(self) -> DeployFile:
@@ -273,6 +274,7 @@ class MarketSpec:
     # The feed aggregator's (minAnswer, maxAnswer), in the feed's decimals; None: not set.
     price_bounds: tuple[int, int] | None = None
     mock_feed: MockFeed | None = None
+    funding_reserve_seconds: int = 0
 
     @property
     def label(self) -> str:
@@ -306,6 +308,8 @@ class DeploySpec:
     allow_single_signer: bool = False
     chain_id: int | None = None  # None: not pinned (code-built devnets only)
     mock_collateral: MockToken | None = None
+    scenario_groups: list[GroupSpec] = field(default_factory=list)
+    profiles: ProfilesSpec | None = None
 
     def config_hash(self) -> str:
         """``sha256:`` of the canonical JSON of everything deployed (layout and comments of the
@@ -341,6 +345,7 @@ def market_spec(m: MarketFile, index: int) -> MarketSpec:
         oi_cap=e.oi_cap_usd,
         price_bounds=(e.min_answer, e.max_answer) if e.min_answer is not None else None,  # type: ignore[arg-type]
         mock_feed=mock,
+        funding_reserve_seconds=e.funding_reserve_seconds,
     )
     check_market(spec, f"markets[{index}]")
     return spec
@@ -394,6 +399,10 @@ def check_market(m: MarketSpec, where: str) -> None:
             "a stale market must fall back to a conservative multiplier (at least a quarter of"
             " max_multiplier)",
         )
+    try:
+        check_funding_reserve(m.funding_reserve_seconds, f"{where}.engine.funding_reserve_seconds")
+    except SectionError as exc:
+        raise DeployConfigError(str(exc)) from None
     if m.price_bounds is not None:
         low, high = m.price_bounds
         if not 0 <= low < high:
@@ -431,6 +440,11 @@ def deploy_spec(f: DeployFile) -> DeploySpec:
     ids = [m.market_id for m in markets]
     if len(set(ids)) != len(ids):
         raise DeployConfigError(f"markets: two markets share an id ({ids})")
+    groups = [group_spec(g) for g in f.scenario_groups]
+    try:
+        check_groups(groups, ids)
+    except SectionError as exc:
+        raise DeployConfigError(str(exc)) from None
     mock = f.mock_collateral
     return DeploySpec(
         collateral=f.collateral,
@@ -442,6 +456,8 @@ def deploy_spec(f: DeployFile) -> DeploySpec:
         allow_single_signer=f.allow_single_signer,
         chain_id=f.chain_id,
         mock_collateral=MockToken(mock.name, mock.symbol, mock.decimals) if mock else None,
+        scenario_groups=groups,
+        profiles=profiles_spec(f.profiles) if f.profiles is not None else None,
     )
 
 

@@ -3,7 +3,8 @@
 :func:`plan` turns a :class:`DeploySpec` into an ordered list of :class:`Step`s by running each
 builder of ``STEP_BUILDERS`` in turn: mocks, registry, keepers, threshold, the engine (its three
 parts, then the front, then the registry's push into it), the scenario and profile registries and
-the keeper relay, markets, exchanges. A new contract is one more builder (a function
+the keeper relay, markets (with their funding reserve), the scenario groups, the account
+classes, exchanges. A new contract is one more builder (a function
 ``spec -> steps``) in that list; a step names its contract type, what it calls and a view that
 tells whether its effect is already on chain. Arguments may hold :class:`Ref` s to contracts
 deployed by earlier steps.
@@ -60,7 +61,8 @@ class TokenScale:
     token: Any
 
 
-# Seconds a keeper-signed account profile stays in force before it expires to the default.
+# Seconds a keeper-signed account profile stays in force before it expires to the default, when
+# the deployment has no ``profiles`` section (the shipped one says the same: deploy/risk.yaml).
 PROFILE_HEARTBEAT = 7 * 86_400
 
 
@@ -144,9 +146,8 @@ def _engine_steps(spec: DeploySpec) -> Iterable[Step]:
 def _registry_of_accounts_steps(spec: DeploySpec) -> Iterable[Step]:
     """The scenario and profile registries (they push into the engine) and the keeper relay."""
     yield Step("scenarios", "deploy", "ScenarioRegistry", (Ref("registry"), Ref("engine")))
-    yield Step(
-        "profiles", "deploy", "ProfileRegistry", (Ref("registry"), Ref("engine"), PROFILE_HEARTBEAT)
-    )
+    heartbeat = spec.profiles.heartbeat if spec.profiles is not None else PROFILE_HEARTBEAT
+    yield Step("profiles", "deploy", "ProfileRegistry", (Ref("registry"), Ref("engine"), heartbeat))
     for kind, key, view in (
         (1, "scenarios", "scenario_registry"),
         (2, "profiles", "profile_registry"),
@@ -197,6 +198,57 @@ def _market_steps(spec: DeploySpec) -> Iterable[Step]:
                 fn="set_price_bounds",
                 describe=f"market {m.label}",
             )
+        if m.funding_reserve_seconds:
+            yield Step(
+                f"market:{m.market_id}:funding_reserve",
+                "call",
+                "MarginEngine",
+                (m.market_id, m.funding_reserve_seconds),
+                target="engine",
+                fn="set_funding_reserve",
+                check=("funding_reserve_seconds", (m.market_id,), m.funding_reserve_seconds),
+                describe=f"market {m.label}",
+            )
+
+
+def _group_steps(spec: DeploySpec) -> Iterable[Step]:
+    """Scenario groups, once their markets are configured in the risk registry."""
+    for g in spec.scenario_groups:
+        yield Step(
+            f"group:{g.group_id}",
+            "call",
+            "ScenarioRegistry",
+            (g.group_id, g.as_tuple()),
+            target="scenarios",
+            fn="configure_group",
+            check=("group_of", (g.markets[0],), g.group_id),
+            describe=f"scenario group {g.group_id}",
+        )
+
+
+def _class_steps(spec: DeploySpec) -> Iterable[Step]:
+    """The profile registry's class bounds, then each class (both idempotent)."""
+    p = spec.profiles
+    if p is None:
+        return
+    yield Step(
+        "profiles:bounds",
+        "call",
+        "ProfileRegistry",
+        (p.min_multiplier, p.max_multiplier),
+        target="profiles",
+        fn="set_class_bounds",
+    )
+    for c in p.classes:
+        yield Step(
+            f"profiles:class:{c.class_id}",
+            "call",
+            "ProfileRegistry",
+            (c.class_id, c.as_tuple()),
+            target="profiles",
+            fn="define_class",
+            describe=f"account class {c.class_id}",
+        )
 
 
 def _exchange_steps(spec: DeploySpec) -> Iterable[Step]:
@@ -219,6 +271,8 @@ STEP_BUILDERS: list[Callable[[DeploySpec], Iterable[Step]]] = [
     _engine_steps,
     _registry_of_accounts_steps,
     _market_steps,
+    _group_steps,
+    _class_steps,
     _exchange_steps,
 ]
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from offchain import WAD
 from offchain.risk.implied_vol import align_to_candles, hourly_volatility, load_vol_index
@@ -208,6 +209,21 @@ def _num(x: int) -> str:
     return text
 
 
+def _kept_sections(base: RiskConfig, written: set[str]) -> dict[str, Any]:
+    """The base file's ``portfolio:`` and ``profiles:`` sections, without the scenario groups
+    whose markets are not all written."""
+    kept = {k: v for k, v in base.sections.items()}
+    portfolio = kept.get("portfolio")
+    if isinstance(portfolio, dict) and isinstance(portfolio.get("groups"), list):
+        groups = [
+            g
+            for g in portfolio["groups"]
+            if all(str(m).upper() in written for m in g.get("markets", []))
+        ]
+        kept["portfolio"] = {**portfolio, "groups": groups}
+    return kept
+
+
 def to_yaml(run_: CalibrationRun, base: RiskConfig) -> str:
     """The frozen configuration, with the rule and its values in comments."""
     sel = run_.selection
@@ -253,12 +269,18 @@ def to_yaml(run_: CalibrationRun, base: RiskConfig) -> str:
             f'      stale_multiplier: "{_num(g.stale_multiplier)}"',
             f"      increase_ramp: {g.increase_ramp}",
             f'      max_funding_rate_per_second: "{_num(g.max_funding_rate)}"',
+            f"    funding_reserve_seconds: {m.funding_reserve_seconds}",
             f"    hysteresis: {m.hysteresis}",
             "    model:",
         ]
         for key, value in model.params().items():
             text = "null" if value is None else value
             lines.append(f"      {key}: {text}")
+    kept = _kept_sections(base, {name.upper() for name in sel.markets})
+    if kept:
+        # Frozen by their own rules (portfolio calibration, profile classes): kept as they are.
+        lines += ["", "# Kept from the base configuration (frozen by their own rules)."]
+        lines.append(yaml.safe_dump(kept, sort_keys=False).rstrip())
     return "\n".join(lines) + "\n"
 
 

@@ -5,8 +5,8 @@ For each market (a settlement CSV and the hourly candles of the same asset):
 
 1. the bound: :func:`offchain.risk.funding_history.choose_max_funding_rate` on the pooled
    calibration settlements, checked against the frozen :data:`CHOSEN_MAX_FUNDING_RATE`;
-2. the reference mode replayed at the chosen bound and at the devnet's: clipping, staleness and
-   tracking per period;
+2. the reference mode replayed at the chosen bound and at the previous one (1e-6/s):
+   clipping, staleness and tracking per period;
 3. the recommended model's walk-forward margins
    (:func:`offchain.risk.funding_reserve.model_margins`) joined to the replayed funding at each
    horizon: breaches funding explains, the reserve chosen by the rule on calibration hours
@@ -62,7 +62,9 @@ log = logging.getLogger("dmm.funding")
 # Frozen by the rules on data up to 2021-12-31 (``make funding-study`` recomputes and checks).
 CHOSEN_MAX_FUNDING_RATE = 190_000_000_000  # WAD per second: 1.9e-7/s, 0.5472% per 8 hours
 CHOSEN_FUNDING_RESERVE_S = 7_200  # two hours of the rate in force
-DEVNET_MAX_FUNDING_RATE = 10**12  # offchain.devnet.system.DEVNET_GUARDRAILS
+# The bound shipped before this study (1e-6/s, 2.88% per 8 hours), replayed for comparison; the
+# shipped configuration (deploy/risk.yaml) now carries the chosen one.
+PREVIOUS_MAX_FUNDING_RATE = 10**12
 REPORT_END = 1_704_067_200  # 2024-01-01 00:00 UTC
 PERIODS: tuple[tuple[str, int | None, int | None], ...] = (
     ("2019-2021", None, CALIBRATION_END),
@@ -230,7 +232,7 @@ class FundingStudy:
 def run_funding_study(
     markets: Sequence[tuple[FundingHistory, Candles]],
     horizons: Sequence[int] = (1,),
-    devnet_bound: int = DEVNET_MAX_FUNDING_RATE,
+    previous_bound: int = PREVIOUS_MAX_FUNDING_RATE,
     progress: bool = False,
 ) -> FundingStudy:
     """Run every step of the module docstring on ``(settlements, candles)`` pairs."""
@@ -246,7 +248,7 @@ def run_funding_study(
         log.warning("bound rule gives %d, frozen value is %d", bound, CHOSEN_MAX_FUNDING_RATE)
     reference: list[ReferenceRow] = []
     replays = {}
-    for name, b in (("chosen", bound), ("devnet", devnet_bound)):
+    for name, b in (("chosen", bound), ("previous", previous_bound)):
         label = f"{name} {fmt_8h(b / WAD)}"
         for h in histories:
             replay = replay_reference(h, b)
@@ -314,7 +316,7 @@ def plot_study(study: FundingStudy, path: str | Path) -> Path:
         ax_r.plot(when, 100 * h.rate_8h, lw=0.5, label=h.symbol)
     for value, style, label in (
         (study.bound_rule, "--", "chosen bound"),
-        (DEVNET_MAX_FUNDING_RATE, ":", "devnet bound"),
+        (PREVIOUS_MAX_FUNDING_RATE, ":", "previous bound"),
     ):
         rate_8h = 100 * value / WAD * INTERVAL_8H_S
         ax_r.axhline(rate_8h, ls=style, color="black", lw=0.8, label=f"{label} (+-{rate_8h:.2f}%)")
@@ -368,8 +370,8 @@ def plot_study(study: FundingStudy, path: str | Path) -> Path:
 __all__ = [
     "CHOSEN_FUNDING_RESERVE_S",
     "CHOSEN_MAX_FUNDING_RATE",
-    "DEVNET_MAX_FUNDING_RATE",
     "PERIODS",
+    "PREVIOUS_MAX_FUNDING_RATE",
     "BreachRow",
     "FundingStudy",
     "ReferenceRow",

@@ -1,16 +1,18 @@
 """The portfolio margin's frozen parameters: K, residual, floor, initial ratio and guardrails.
 
 Chosen on data up to 2021-12-31 by the rule of :mod:`offchain.risk.portfolio_calibration`
-(run it with ``dmm backtest-portfolio --calibrate``) and frozen here; 2022-2023 is reported with
-them untouched. They belong in the shipped risk configuration file (a ``portfolio:`` section
-beside the single-market model's) once it exists; until then this module is their one source,
-read by the backtest, the keeper's reference books and the deployment.
+(run it with ``dmm backtest-portfolio --calibrate``) and frozen here as :data:`FROZEN_PORTFOLIO`,
+the rule's output; 2022-2023 is reported with them untouched. The shipped risk configuration
+(``deploy/risk.yaml``, section ``portfolio:``, read by :func:`parse_portfolio`) carries the same
+values for everything that deploys or runs them (the devnet, the deployment files, the keeper),
+with the scenario groups a deployment configures; ``tests/risk/test_risk_config.py`` fails when
+the two differ.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -125,4 +127,106 @@ FROZEN_PORTFOLIO = PortfolioConfig(
     max_step_bps=5700,
 )
 
-__all__ = ["CALIBRATION_END", "FROZEN_PORTFOLIO", "PortfolioConfig", "market_name"]
+
+@dataclass(frozen=True)
+class GroupEntry:
+    """A scenario group a deployment configures: its id and its markets, by name, in the order
+    of the group's shock words."""
+
+    group_id: int
+    markets: tuple[str, ...]
+
+
+PORTFOLIO_KEYS = {
+    "n_scenarios",
+    "residual",
+    "floor",
+    "initial_ratio",
+    "max_shock_bps",
+    "default_max_shock_bps",
+    "max_step_bps",
+    "heartbeat",
+    "confidence",
+    "horizon",
+    "groups",
+}
+
+
+def parse_portfolio(
+    raw: Mapping[str, object], where: str = "portfolio"
+) -> tuple[PortfolioConfig, tuple[GroupEntry, ...]]:
+    """The ``portfolio:`` section of the shipped risk configuration: the frozen parameters and
+    the groups to configure. Raises ``ValueError`` naming the key."""
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{where}: expected a mapping")
+    missing, unknown = sorted(PORTFOLIO_KEYS - set(raw)), sorted(set(raw) - PORTFOLIO_KEYS)
+    if missing or unknown:
+        raise ValueError(f"{where}: missing {missing}, unknown {unknown}")
+
+    def number(key: str) -> float:
+        value = raw[key]
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError(f"{where}.{key}: {value!r} is not a number")
+        try:
+            return float(Fraction(str(value)))
+        except ValueError:
+            raise ValueError(f"{where}.{key}: {value!r} is not a number") from None
+
+    def whole(key: str) -> int:
+        value = raw[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where}.{key}: {value!r} is not a whole number")
+        return value
+
+    shocks = raw["max_shock_bps"]
+    if not isinstance(shocks, Mapping) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in shocks.values()
+    ):
+        raise ValueError(f"{where}.max_shock_bps: expected a mapping of market name to bps")
+    try:
+        config = PortfolioConfig(
+            n_scenarios=whole("n_scenarios"),
+            residual=number("residual"),
+            floor=number("floor"),
+            initial_ratio=number("initial_ratio"),
+            max_shock_bps=tuple((market_name(str(k)), int(v)) for k, v in shocks.items()),
+            default_max_shock_bps=whole("default_max_shock_bps"),
+            max_step_bps=whole("max_step_bps"),
+            heartbeat=whole("heartbeat"),
+            confidence=number("confidence"),
+            horizon=whole("horizon"),
+        )
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    groups_raw = raw["groups"]
+    if not isinstance(groups_raw, Sequence) or isinstance(groups_raw, str):
+        raise ValueError(f"{where}.groups: expected a list")
+    groups: list[GroupEntry] = []
+    for i, g in enumerate(groups_raw):
+        w = f"{where}.groups[{i}]"
+        if not isinstance(g, Mapping) or set(g) != {"id", "markets"}:
+            raise ValueError(f"{w}: expected id and markets")
+        gid, markets = g["id"], g["markets"]
+        if isinstance(gid, bool) or not isinstance(gid, int) or not 1 <= gid <= 255:
+            raise ValueError(f"{w}.id: a group id is 1 to 255, got {gid!r}")
+        if not isinstance(markets, Sequence) or isinstance(markets, str) or len(markets) < 2:
+            raise ValueError(f"{w}.markets: a group needs two markets or more")
+        names = tuple(market_name(str(m)) for m in markets)
+        if len(set(names)) != len(names):
+            raise ValueError(f"{w}.markets: a market is listed twice ({list(names)})")
+        groups.append(GroupEntry(gid, names))
+    ids = [g.group_id for g in groups]
+    listed = [m for g in groups for m in g.markets]
+    if len(set(ids)) != len(ids) or len(set(listed)) != len(listed):
+        raise ValueError(f"{where}.groups: group ids and markets must each appear once")
+    return config, tuple(groups)
+
+
+__all__ = [
+    "CALIBRATION_END",
+    "FROZEN_PORTFOLIO",
+    "GroupEntry",
+    "PortfolioConfig",
+    "market_name",
+    "parse_portfolio",
+]

@@ -478,34 +478,116 @@ def profile_model_hash(table: ClassTable) -> bytes:
     return keccak(text=json.dumps(body, sort_keys=True, separators=(",", ":")))
 
 
-def _table(maker: tuple[int, int], active: tuple[int, int], dominant_floor: int) -> ClassTable:
-    return ClassTable(
-        (
-            AccountClass(1, "maker", 8 * WAD // 10, maker[0] * WAD, maker[1] * WAD),
-            AccountClass(2, "active", 9 * WAD // 10, active[0] * WAD, active[1] * WAD),
-            AccountClass(3, "dominant", 5 * WAD // 4),
-            AccountClass(4, "liquidated", 5 * WAD // 4),
-            AccountClass(5, "repeat_liquidated", 3 * WAD // 2),
-            AccountClass(6, "backstopped", 2 * WAD),
-        ),
-        ProfileRules(dominant_min_notional=dominant_floor * WAD),
-    )
+@dataclass(frozen=True)
+class ProfileConfig:
+    """The ``profiles:`` section of the shipped risk configuration (``deploy/risk.yaml``).
+
+    ``tables`` holds one :class:`ClassTable` per deployment scale (``testnet``, ``devnet``): the
+    classes, multipliers and rules are the same, the on-chain eligibility minimums (and the
+    dominance floor) follow the size of the markets. ``heartbeat`` is how long a signed class
+    stays in force; ``[min_multiplier, max_multiplier]`` the registry's class bounds.
+    """
+
+    heartbeat: int
+    min_multiplier: int
+    max_multiplier: int
+    tables: Mapping[str, ClassTable]
+
+    def table(self, scale: str) -> ClassTable:
+        """The class table of a deployment scale; ``KeyError`` naming the scales otherwise."""
+        try:
+            return self.tables[scale]
+        except KeyError:
+            raise KeyError(
+                f"no profile table {scale!r} (the configuration has {sorted(self.tables)})"
+            ) from None
 
 
-# Devnet: 10,000-USD traders, a 2M-USD maker; the dominance floor is the devnet's second tier.
-DEVNET_CLASSES = _table(
-    maker=(1_000_000, 50_000), active=(100_000, 5_000), dominant_floor=1_000_000
-)
-# deploy/testnet.example.yaml's BTC and ETH markets (open interest caps 50M and 30M USD): a
-# maker trades 50M a month on 250k of equity; dominance above ETH's second-tier floor (5M).
-EXAMPLE_CLASSES = _table(
-    maker=(50_000_000, 250_000), active=(5_000_000, 25_000), dominant_floor=5_000_000
-)
+def _usd(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{where}: expected a whole number of USD >= 0, got {value!r}")
+    return value * WAD
+
+
+def parse_profiles(raw: Mapping[str, object], where: str = "profiles") -> ProfileConfig:
+    """The ``profiles:`` section (see ``deploy/risk.yaml``); ``ValueError`` naming the key.
+
+    Keys: ``heartbeat`` (seconds), ``class_bounds`` (``min_multiplier``, ``max_multiplier``),
+    ``rules`` (:class:`ProfileRules` fields, the dominance floor excepted), ``classes`` (``id``,
+    ``name``, ``multiplier``), ``eligibility`` (per scale: ``maker`` and ``active`` with
+    ``min_volume_usd`` and ``min_equity_usd``, and ``dominant_min_notional_usd``).
+    """
+    from offchain.protocol.deploy_config import seconds, wad
+
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{where}: expected a mapping")
+    known = {"heartbeat", "class_bounds", "rules", "classes", "eligibility"}
+    if set(raw) != known:
+        raise ValueError(f"{where}: expected keys {sorted(known)}, got {sorted(raw)}")
+    heartbeat = seconds(raw["heartbeat"], f"{where}.heartbeat")
+    bounds = raw["class_bounds"]
+    if not isinstance(bounds, Mapping) or set(bounds) != {"min_multiplier", "max_multiplier"}:
+        raise ValueError(f"{where}.class_bounds: expected min_multiplier and max_multiplier")
+    low = wad(bounds["min_multiplier"], f"{where}.class_bounds.min_multiplier")
+    high = wad(bounds["max_multiplier"], f"{where}.class_bounds.max_multiplier")
+    rules_raw = raw["rules"]
+    if not isinstance(rules_raw, Mapping):
+        raise ValueError(f"{where}.rules: expected a mapping")
+    rule_fields = set(ProfileRules.__dataclass_fields__) - {"dominant_min_notional"}
+    unknown = sorted(set(rules_raw) - rule_fields)
+    if unknown:
+        raise ValueError(f"{where}.rules: unknown key(s) {unknown}")
+    classes_raw = raw["classes"]
+    if not isinstance(classes_raw, Sequence) or isinstance(classes_raw, str):
+        raise ValueError(f"{where}.classes: expected a list")
+    base: list[tuple[int, str, int]] = []
+    for i, c in enumerate(classes_raw):
+        w = f"{where}.classes[{i}]"
+        if not isinstance(c, Mapping) or set(c) != {"id", "name", "multiplier"}:
+            raise ValueError(f"{w}: expected id, name and multiplier")
+        base.append((c["id"], str(c["name"]), wad(c["multiplier"], f"{w}.multiplier")))
+    scales = raw["eligibility"]
+    if not isinstance(scales, Mapping) or not scales:
+        raise ValueError(f"{where}.eligibility: expected a mapping of scales")
+    tables: dict[str, ClassTable] = {}
+    for scale, e in scales.items():
+        w = f"{where}.eligibility.{scale}"
+        if not isinstance(e, Mapping) or set(e) != {"maker", "active", "dominant_min_notional_usd"}:
+            raise ValueError(f"{w}: expected maker, active and dominant_min_notional_usd")
+        minimums: dict[str, tuple[int, int]] = {}
+        for name in ("maker", "active"):
+            m = e[name]
+            if not isinstance(m, Mapping) or set(m) != {"min_volume_usd", "min_equity_usd"}:
+                raise ValueError(f"{w}.{name}: expected min_volume_usd and min_equity_usd")
+            minimums[name] = (
+                _usd(m["min_volume_usd"], f"{w}.{name}.min_volume_usd"),
+                _usd(m["min_equity_usd"], f"{w}.{name}.min_equity_usd"),
+            )
+        rules = ProfileRules(
+            **dict(rules_raw),  # type: ignore[arg-type]
+            dominant_min_notional=_usd(
+                e["dominant_min_notional_usd"], f"{w}.dominant_min_notional_usd"
+            ),
+        )
+        classes = tuple(
+            AccountClass(class_id, name, multiplier, *minimums.get(name, (0, 0)))
+            for class_id, name, multiplier in base
+        )
+        try:
+            tables[str(scale)] = ClassTable(classes, rules)
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"{w}: {exc}") from None
+    for table in tables.values():
+        for c in table.classes:
+            if not low <= c.multiplier <= high:
+                raise ValueError(
+                    f"{where}.classes: {c.name} at {c.multiplier / WAD}x outside the class"
+                    f" bounds [{low / WAD}, {high / WAD}]"
+                )
+    return ProfileConfig(heartbeat, low, high, tables)
 
 
 __all__ = [
-    "DEVNET_CLASSES",
-    "EXAMPLE_CLASSES",
     "AccountClass",
     "AccountHistory",
     "AccountRecord",
@@ -516,6 +598,7 @@ __all__ = [
     "LiquidationEvent",
     "PositionView",
     "ProfileChange",
+    "ProfileConfig",
     "ProfileMetrics",
     "ProfileRules",
     "TradeEvent",
@@ -525,6 +608,7 @@ __all__ = [
     "fold_events",
     "largest_market_share",
     "liquidation_episodes",
+    "parse_profiles",
     "profile_metrics",
     "profile_model_hash",
     "profiles_to_sign",

@@ -1,10 +1,15 @@
 """The shipped risk configuration: one file (``deploy/risk.yaml``) for every consumer.
 
-Per market it holds the registry side (tier schedule, initial ratio, guardrails) and the model
-side (:class:`~offchain.risk.margin_model.MarginModel` parameters and the keeper's hysteresis).
-``dmm backtest`` replays it by default, the keeper's model runs it, the devnet deploys its
-guardrails and tiers, and the deployment example must carry the same guardrails
-(``tests/risk/test_risk_config.py`` fails when any of them drift apart).
+Per market it holds the registry side (tier schedule, initial ratio, guardrails with the funding
+bound ``max_funding_rate``), the engine's funding reserve (seconds of the rate in force the paying
+side carries in maintenance) and the model side (:class:`~offchain.risk.margin_model.MarginModel`
+parameters and the keeper's hysteresis). Two more sections hold what the other margin inputs
+need: ``portfolio:`` (the scenario groups' frozen parameters and the groups a deployment
+configures, :func:`offchain.risk.portfolio_config.parse_portfolio`) and ``profiles:`` (the
+account classes, their bounds, heartbeat and eligibility per deployment scale,
+:func:`offchain.risk.profiles.parse_profiles`). ``dmm backtest`` replays it by default, the
+keeper's model runs it, the devnet deploys it, and the deployment files must carry the same
+values (``tests/risk/test_risk_config.py`` fails when any of them drift apart).
 
 Numbers are written as in the deployment file: decimals as strings or numbers (``"0.005"`` is
 0.5%), multipliers in units of the first tier's rate (``2`` is 2x), seconds as whole numbers.
@@ -25,6 +30,8 @@ from offchain import WAD
 from offchain.protocol.deploy_config import DeployConfigError, seconds, wad
 from offchain.protocol.margin_math import Guardrails, Tier, validate_guardrails, validate_tiers
 from offchain.risk.margin_model import MarginModel
+from offchain.risk.portfolio_config import GroupEntry, PortfolioConfig, parse_portfolio
+from offchain.risk.profiles import ProfileConfig, parse_profiles
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "deploy" / "risk.yaml"
 
@@ -40,6 +47,7 @@ GUARDRAIL_KEYS = {
     "max_funding_rate_per_second": ("max_funding_rate", "wad"),
 }
 MODEL_FIELDS = {f.name: f for f in dataclasses.fields(MarginModel)}
+MAX_FUNDING_RESERVE_S = 86_400  # the engine's bound (EngineGovernance.set_funding_reserve)
 
 
 class RiskConfigError(ValueError):
@@ -58,6 +66,7 @@ class MarketRisk:
     guardrails: Guardrails
     model: MarginModel
     hysteresis: float = 0.05
+    funding_reserve_seconds: int = 0
 
     @property
     def tier0_rate(self) -> float:
@@ -88,6 +97,11 @@ class RiskConfig:
     confidence: float = 0.99
     source: str = ""
     dvol_weight: float = 0.5
+    portfolio: PortfolioConfig | None = None
+    groups: tuple[GroupEntry, ...] = ()
+    profiles: ProfileConfig | None = None
+    # The ``portfolio:`` and ``profiles:`` sections as read, for a writer that keeps them.
+    sections: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
     def market(self, name: str) -> MarketRisk:
         """The market named ``name`` (case-insensitive), or the one whose symbols match."""
@@ -105,6 +119,10 @@ class RiskConfig:
             if m.market_id == market_id:
                 return m
         raise RiskConfigError(f"{self.source or 'risk config'}: no market with id {market_id}")
+
+    def group_market_ids(self, group: GroupEntry) -> tuple[int, ...]:
+        """A group's market ids, in the group's order."""
+        return tuple(self.market(name).market_id for name in group.markets)
 
 
 def _norm(text: str) -> str:
@@ -175,6 +193,11 @@ def parse_market(raw: Any, index: int) -> MarketRisk:
         hysteresis = float(raw.get("hysteresis", 0.05))
         if not 0 <= hysteresis < 1:
             raise RiskConfigError(f"{where}.hysteresis: must lie in [0, 1), got {hysteresis}")
+        reserve = seconds(raw.get("funding_reserve_seconds", 0), f"{where}.funding_reserve_seconds")
+        if reserve > MAX_FUNDING_RESERVE_S:
+            raise RiskConfigError(
+                f"{where}.funding_reserve_seconds: {reserve} above the engine's one day"
+            )
         market = MarketRisk(
             name=name,
             market_id=market_id,
@@ -184,6 +207,7 @@ def parse_market(raw: Any, index: int) -> MarketRisk:
             guardrails=_guardrails(raw["guardrails"], f"{where}.guardrails"),
             model=_model(raw.get("model", {}), f"{where}.model"),
             hysteresis=hysteresis,
+            funding_reserve_seconds=reserve,
         )
     except KeyError as exc:
         raise RiskConfigError(f"{where}: missing {exc.args[0]!r}") from exc
@@ -219,7 +243,30 @@ def parse_risk_config(raw: Any, source: str = "") -> RiskConfig:
     dvol = float(raw.get("dvol_candidate_weight", 0.5))
     if not 0 < dvol <= 1:
         raise RiskConfigError(f"dvol_candidate_weight: must lie in (0, 1], got {dvol}")
-    return RiskConfig(markets, confidence, source, dvol)
+    unknown = sorted(set(raw) - TOP_LEVEL_KEYS)
+    if unknown:
+        raise RiskConfigError(f"{source or 'risk config'}: unknown key(s) {unknown}")
+    portfolio, groups, profiles = None, (), None
+    try:
+        if raw.get("portfolio") is not None:
+            portfolio, groups = parse_portfolio(raw["portfolio"])
+        if raw.get("profiles") is not None:
+            profiles = parse_profiles(raw["profiles"])
+    except (ValueError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) else str(exc)
+        raise RiskConfigError(f"{source or 'risk config'}: {message}") from None
+    by_name = {m.name.upper() for m in markets}
+    for g in groups:
+        missing = [name for name in g.markets if name not in by_name]
+        if missing:
+            raise RiskConfigError(
+                f"portfolio.groups: group {g.group_id} names {missing}, not markets of the file"
+            )
+    sections = {k: raw[k] for k in ("portfolio", "profiles") if raw.get(k) is not None}
+    return RiskConfig(markets, confidence, source, dvol, portfolio, groups, profiles, sections)
+
+
+TOP_LEVEL_KEYS = {"confidence", "dvol_candidate_weight", "markets", "portfolio", "profiles"}
 
 
 def load_risk_config(path: str | Path | None = None) -> RiskConfig:

@@ -535,6 +535,49 @@ def latest_scenarios(
     return std, shocks_bps(std.vectors, history.sigma[row], design.horizon)
 
 
+def first_refresh_row(history: JointHistory, design: ScenarioDesign) -> int | None:
+    """The first row whose pool holds ``min_obs`` joint residual vectors (the first scenario
+    set), or ``None`` while the history is too short."""
+    valid_before = np.concatenate(([0], np.cumsum(history.valid)))
+    first = int(np.searchsorted(valid_before, design.min_obs))
+    return first if first < len(history) else None
+
+
+def refresh_row_at(history: JointHistory, design: ScenarioDesign, row: int) -> int | None:
+    """The row of the scenario set in force after the close of ``row``: the last refresh at or
+    before it on the schedule ``first, first + refresh, ...`` (``None`` before the first)."""
+    first = first_refresh_row(history, design)
+    if first is None or row < first:
+        return None
+    return first + (row - first) // design.refresh * design.refresh
+
+
+def refresh_scenarios(
+    history: JointHistory,
+    design: ScenarioDesign,
+    row: int,
+    ks: Sequence[int],
+    previous: dict[int, StandardScenarios],
+) -> dict[int, StandardScenarios]:
+    """The scenario sets chosen at a refresh ``row`` (from the pool before it), each gap-filler
+    slot matched to the slot it held in ``previous`` (same ``K``): one step of
+    :func:`walk_forward_vectors`, and what the keeper runs at each refresh."""
+    m = len(history.markets)
+    chosen = choose_scenario_sets(
+        pool_at(history, row, design),
+        history.markets,
+        ks,
+        design.confidence,
+        design.spacing_degrees,
+        design.symmetric,
+        design.bound,
+    )
+    out = {}
+    for k, std in chosen.items():
+        out[k] = match_slots(std, previous[k], 2 * m) if k in previous else std
+    return out
+
+
 def walk_forward_vectors(
     history: JointHistory,
     design: ScenarioDesign,
@@ -542,7 +585,8 @@ def walk_forward_vectors(
     ks: Sequence[int] | None = None,
 ) -> tuple[dict[int, FloatArray], BoolArray, list[StandardScenarios]]:
     """Standardised scenarios in force after each row's close, refreshed every ``refresh``
-    rows from the data up to the refresh, slots matched across refreshes.
+    rows from the data up to the refresh (:func:`refresh_scenarios`), slots matched across
+    refreshes.
 
     Returns
     -------
@@ -560,25 +604,13 @@ def walk_forward_vectors(
     n, m = len(history), len(history.markets)
     out = {k: np.full((n, k, m), np.nan) for k in ks}
     ready = np.zeros(n, dtype=bool)
-    valid_before = np.concatenate(([0], np.cumsum(history.valid)))
-    first = int(np.searchsorted(valid_before, design.min_obs))
+    first = first_refresh_row(history, design)
     sets: list[StandardScenarios] = []
     previous: dict[int, StandardScenarios] = {}
-    refreshes = range(first, n, design.refresh)
+    refreshes = range(n if first is None else first, n, design.refresh)
     for row in tqdm(refreshes, desc="scenarios", unit="refresh", disable=not progress, leave=False):
-        chosen = choose_scenario_sets(
-            pool_at(history, row, design),
-            history.markets,
-            ks,
-            design.confidence,
-            design.spacing_degrees,
-            design.symmetric,
-            design.bound,
-        )
-        for k, std in chosen.items():
-            if k in previous:
-                std = match_slots(std, previous[k], 2 * m)
-            previous[k] = std
+        previous = refresh_scenarios(history, design, row, ks, previous)
+        for k, std in previous.items():
             out[k][row : row + design.refresh] = std.vectors
         sets.append(previous[design.n_scenarios])
         ready[row : row + design.refresh] = True
@@ -602,9 +634,12 @@ __all__ = [
     "cover_scales",
     "coverage",
     "direction_tails",
+    "first_refresh_row",
     "latest_scenarios",
     "match_slots",
     "pool_at",
+    "refresh_row_at",
+    "refresh_scenarios",
     "shocks_bps",
     "sphere_directions",
     "walk_forward_shocks",

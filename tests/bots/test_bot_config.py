@@ -32,6 +32,26 @@ def test_example_config__passes_and_builds_every_section():
     assert cfg.sender_config().priority_fee == 1 * GWEI
     assert cfg.loop_config().outage_tolerance_seconds == 300
     assert (cfg.metrics_port("keeper"), cfg.metrics_port("liquidator")) == (9101, 9102)
+    assert [m.funding.mode for m in cfg.file.markets] == ["premium", "reference"]
+    assert cfg.file.scenarios is not None and cfg.file.scenarios.refresh_fraction == 0.5
+    assert cfg.file.profiles is not None and cfg.file.profiles.scale == "testnet"
+    assert cfg.file.relay == "0x8888888888888888888888888888888888888888"
+
+
+def test_example_config__funding_sources_built_as_the_models_read_them():
+    from web3 import Web3
+
+    from offchain.bots.builders import funding_planner
+    from offchain.risk.funding import PremiumFundingModel, ReferenceFundingModel
+
+    cfg = load_config(EXAMPLE)
+    planner = funding_planner(cfg, Web3(), None)
+    assert planner is not None
+    btc, eth = planner.markets[1], planner.markets[2]
+    assert isinstance(btc.model, PremiumFundingModel) and btc.model.interest_8h == 10**14
+    assert btc.model.min_window_notional == 100_000 * 10**18
+    assert isinstance(eth.model, ReferenceFundingModel) and eth.model.max_age_s == 9 * 3600
+    assert eth.feed == "0x5555555555555555555555555555555555555555"
 
 
 @pytest.mark.parametrize(
@@ -55,6 +75,25 @@ def test_example_config__passes_and_builds_every_section():
         (config(rpc="127.0.0.1:8545"), "rpc: '127.0.0.1:8545' is not an http(s) URL"),
         (config(registry="0x1234"), "registry: '0x1234' is not an address"),
         (config(exchange="x"), "exchange: unknown key"),
+        (
+            config(markets=[{"id": 1, "feed": FEED, "funding": {"mode": "premium"}}]),
+            "markets[0].funding: premium mode reads the engine's fills: set 'engine'",
+        ),
+        (
+            config(markets=[{"id": 1, "feed": FEED, "funding": {"mode": "reference"}}]),
+            "funding.feed: required with mode: reference",
+        ),
+        (
+            config(markets=[{"id": 1, "feed": FEED, "funding": {"mode": "weekly"}}]),
+            "markets[0].funding.mode: Input should be 'premium', 'reference' or 'zero'",
+        ),
+        (config(profiles={"registry": FEED}), "profiles: account records are the engine's"),
+        (config(relay=FEED), "relay: the relay lands risk and scenario batches together"),
+        (
+            config(scenarios={"registry": FEED, "groups": [0]}),
+            "scenarios.groups[0]: Input should be greater",
+        ),
+        (config(scenarios={"registry": FEED, "refresh": 1}), "scenarios.refresh: unknown key"),
     ],
 )
 def test_parse_config__mistakes_named_by_key_path(raw, message):

@@ -8,13 +8,15 @@ from eth_account.signers.local import LocalAccount
 
 from offchain import WAD
 from offchain.bots.engine_records import AccountEventLog, EngineRecords, reference_reading
-from offchain.devnet.system import DEVNET_GUARDRAILS, USDC, System
+from offchain.devnet.system import DEVNET_FUNDING_RESERVE_S, DEVNET_GUARDRAILS, USDC, System
 from offchain.protocol.chain import FeedReading, latest_block
 from offchain.protocol.signing import RiskUpdate, sign_batch
 from offchain.risk.funding import PremiumFundingModel, ReferenceFundingModel
-from offchain.risk.profiles import DEVNET_CLASSES, derive
+from offchain.risk.profiles import derive
+from offchain.risk.risk_config import load_risk_config
 from tests.integration.conftest import HOUR, MARKET_BTC, MARKET_ETH
 
+DEVNET_CLASSES = load_risk_config().profiles.table("devnet")
 BTC = 60_000
 ETH = 3_000
 INTEREST_PER_S = 10**14 // 28_800  # 0.01% per 8 hours
@@ -76,7 +78,12 @@ def test_premium__fills_above_the_oracle_for_8_hours_make_longs_pay(
     short_side = system.engine.account_details(maker, 0)
     assert system.engine.position(trader, 0, MARKET_BTC)[0] == 2 * WAD
     assert long_side.funding_owed > 0 > short_side.funding_owed
-    assert long_side.funding_reserve == 0  # no reserve seconds set on the devnet market
+    # The paying side carries the shipped reserve (2 hours of the rate in force) in maintenance.
+    reserve_s = system.engine.funding_reserve_seconds(MARKET_BTC)
+    assert reserve_s == DEVNET_FUNDING_RESERVE_S == 7200
+    notional = 2 * BTC * WAD
+    assert long_side.funding_reserve == -(-notional * quote.rate * reserve_s // WAD)
+    assert short_side.funding_reserve == 0
 
 
 def test_premium__fills_at_the_oracle_give_the_interest_term(

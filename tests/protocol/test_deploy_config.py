@@ -32,7 +32,10 @@ def test_load_deploy_spec__example_file_passes():
     btc = spec.markets[0]
     assert btc.tiers[0].maintenance_rate == 5 * 10**15
     assert btc.tiers[2].notional_floor == 10_000_000 * WAD
-    assert btc.guardrails.max_funding_rate == 10**12
+    assert btc.guardrails.max_funding_rate == 190_000_000_000  # 1.9e-7 per second
+    assert btc.funding_reserve_seconds == 7200
+    assert [g.markets for g in spec.scenario_groups] == [(1, 2)]
+    assert spec.profiles is not None and len(spec.profiles.classes) == 6
     assert btc.engine_config()[2] == 2 * 10**16
     assert btc.price_bounds == (10**8, 10**17)
     assert spec.markets[1].price_bounds is None

@@ -118,13 +118,18 @@ def test_plan__steps_in_dependency_order(spec):
     ]
     assert keys.index("relay") < keys.index("market:1:registry") < keys.index("market:1:engine")
     assert "market:1:price_bounds" in keys and "market:2:price_bounds" not in keys
+    # Funding reserves with their market; scenario groups once their markets are configured;
+    # the class bounds before the classes; exchanges last.
+    assert keys.index("market:1:engine") < keys.index("market:1:funding_reserve")
+    assert keys.index("market:2:registry") < keys.index("group:1") < keys.index("profiles:bounds")
+    assert keys.index("profiles:bounds") < keys.index("profiles:class:1")
     assert keys[-1] == "exchange:0x4444444444444444444444444444444444444444"
     engine = next(s for s in plan(spec) if s.key == "engine")
     parts = (Ref("engine:trades"), Ref("engine:liquidations"), Ref("engine:governance"))
     assert engine.args == (spec.collateral, Ref("registry"), *parts)
     trades = next(s for s in plan(spec) if s.key == "engine:trades")
     assert trades.args == (spec.collateral, TokenScale(spec.collateral))
-    assert len(STEP_BUILDERS) == 6  # a new contract is one more builder
+    assert len(STEP_BUILDERS) == 8  # a new contract is one more builder
 
 
 def test_execute__fresh_deployment_records_every_step(spec, tmp_path):

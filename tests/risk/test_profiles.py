@@ -11,8 +11,6 @@ import pytest
 from offchain import WAD
 from offchain.risk import profiles
 from offchain.risk.profiles import (
-    DEVNET_CLASSES,
-    EXAMPLE_CLASSES,
     AccountClass,
     AccountHistory,
     AccountRecord,
@@ -34,6 +32,11 @@ from offchain.risk.profiles import (
     profiles_to_sign,
     two_sidedness,
 )
+from offchain.risk.risk_config import load_risk_config
+
+# The shipped class table (deploy/risk.yaml, profiles:) at both deployment scales.
+DEVNET_CLASSES = load_risk_config().profiles.table("devnet")
+EXAMPLE_CLASSES = load_risk_config().profiles.table("testnet")
 
 DAY = 86_400
 NOW = 1_700_000_000
