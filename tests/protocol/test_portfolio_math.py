@@ -257,11 +257,15 @@ def test_clamp_shocks__always_accepted_and_idempotent(proposed, previous):
 
 
 def test_clamp_shocks__after_the_bound_is_lowered_the_market_starts_afresh():
+    # Reconfiguring a group clears its scenarios on chain (ScenarioRegistry.configure_group), so
+    # the keeper clamps against no previous update: the lowered bound alone binds.
     lowered = ShockGuardrails(max_shock=(800, 4000), max_step=(100, 600), heartbeat=7200)
-    prev = [[-1000, 1000], [-100, 100]]
-    out = clamp_shocks([[-2000, 2000], [-200, 200]], prev, lowered)
+    out = clamp_shocks([[-2000, 2000], [-200, 200]], None, lowered)
     assert out == [[-800, 800], [-200, 200]]
-    check_shocks(out, prev, lowered)
+    check_shocks(out, None, lowered)
+    # against the old update (not in force any more) no answer could be accepted
+    with pytest.raises(ShocksRejected):
+        check_shocks(out, [[-1000, 1000], [-100, 100]], lowered)
 
 
 def test_group_params__validation():

@@ -205,7 +205,7 @@ def test_shipped_portfolio__equals_the_frozen_rule_output(shipped):
     from offchain.risk.portfolio_config import FROZEN_PORTFOLIO
 
     assert shipped.portfolio == FROZEN_PORTFOLIO
-    assert (shipped.portfolio.n_scenarios, shipped.portfolio.max_step_bps) == (14, 5700)
+    assert (shipped.portfolio.n_scenarios, shipped.portfolio.residual) == (10, 0.1)
     assert [(g.group_id, g.markets) for g in shipped.groups] == [(1, ("BTC", "ETH"))]
 
 
