@@ -110,11 +110,15 @@ def test_crash__keeper_raises_margin_and_bot_liquidates_every_unhealthy_account(
     bad_debt = engine.bad_debt()
     dust = balance - (cash - bad_debt)
     assert 0 <= dust <= 100
-    # What backstops could not cover was recorded as bad debt and then recovered by
-    # deleveraging the other side, so nothing is owed that the engine does not hold.
+    # What backstops could not cover was recorded as bad debt and then resolved: repaid from
+    # the insurance fund's equity or recovered by deleveraging the other side, so nothing is
+    # owed that the engine does not hold.
     head = chain.blocks.head.number + 1
     backstops = list(engine.Backstop.range(first_block, head))
     deleverages = list(engine.Deleveraged.range(first_block, head))
+    repaid = list(engine.BadDebtRepaid.range(first_block, head))
     assert engine.deficit() == 0 and bad_debt == 0
-    assert sum(e.transfer for e in deleverages) >= sum(e.bad_debt for e in backstops)
+    assert sum(e.bad_debt for e in backstops) > 0  # the crash did leave bad debt to resolve
+    recovered = sum(e.transfer for e in deleverages) + sum(e.amount for e in repaid)
+    assert recovered >= sum(e.bad_debt for e in backstops)
     assert all(e.equity > e.transfer for e in deleverages)  # nobody pushed below zero

@@ -164,7 +164,7 @@ def test_keeper__scenarios_through_the_relay_give_a_hedged_book_portfolio_credit
     risk = list(system.registry.RiskUpdated.range(start, latest_block(w3).number + 1))
     scen = list(system.scenarios.ScenariosUpdated.range(start, latest_block(w3).number + 1))
     assert {e.block_number for e in scen} <= {e.block_number for e in risk}
-    assert int(scen[0].count) == load_risk_config().portfolio.n_scenarios == 14
+    assert int(scen[0].count) == load_risk_config().portfolio.n_scenarios == 10
     # What landed is what the keeper signed, inside the group's bounds.
     config, state = system.scenarios.group(1)
     signed = next(d for d in landed.scenarios if d.update is not None)
