@@ -28,7 +28,7 @@ PYTEST_UNIT := $(BIN)/ape test $(UNIT_DIRS)
 PYTEST_FUZZ := $(BIN)/pytest -p no:ape_test tests/fuzz
 PYTEST_ANVIL := $(BIN)/ape test tests/integration --network ethereum:local:foundry
 
-.PHONY: install demo devnet test unit fuzz-quick integration lint bench fuzz backtest calibrate backtest-portfolio funding-study clean
+.PHONY: install system-deps demo devnet test unit fuzz-quick integration lint bench fuzz backtest calibrate backtest-portfolio funding-study clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,17 @@ node_modules/.installed: package.json package-lock.json
 
 install: $(VENV)/.installed node_modules/.installed
 
+# Debian packages the integration tests drive: redis-server (keepers co-signing over Redis) and
+# chromium (the dashboard's browser test). Installed when missing, as root (as CI runs).
+SYSTEM_COMMANDS := redis-server chromium
+system-deps:
+	@missing=""; for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing (apt-get install them as root)"; exit 1; fi; \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
 PY_DIRS := $(wildcard offchain tests scripts bench)
 
 lint: install
@@ -54,7 +65,7 @@ unit: install
 fuzz-quick: install
 	@if ls tests/fuzz/test_*.py >/dev/null 2>&1; then $(PYTEST_FUZZ) -q; fi
 
-integration: install
+integration: install system-deps
 	@if ls tests/integration/test_*.py >/dev/null 2>&1; then $(PYTEST_ANVIL) -q; fi
 
 test: lint unit fuzz-quick integration

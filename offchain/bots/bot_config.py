@@ -184,7 +184,7 @@ class BotConfig:
     def keeper_config(self) -> KeeperConfig:
         return build(
             KeeperConfig,
-            self.file.keeper.model_dump(),
+            {**self.file.keeper.model_dump(), "cosign": self.file.keeper.cosign},
             f"{self.source}: keeper",
             markets=self.markets(),
         )

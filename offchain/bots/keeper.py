@@ -34,6 +34,7 @@ import numpy as np
 from eth_account.signers.local import LocalAccount
 
 from offchain import WAD
+from offchain.bots.cosign import Cosigner, CosignSettings, make_transport, relayed_by
 from offchain.bots.keeper_models import LiveRiskModel, Proposal
 from offchain.bots.metrics import BotMetrics
 from offchain.protocol.chain import Block, FeedClient, FeedReading, RegistryClient, rpc
@@ -45,8 +46,8 @@ from offchain.protocol.margin_math import (
     clamp_multiplier,
     with_funding_bound,
 )
-from offchain.protocol.signing import RiskUpdate, batch_digest, recover_signer, sign_batch
-from offchain.protocol.tx_sender import SentTx, SimulationReverted, TxSender
+from offchain.protocol.signing import RiskUpdate, batch_digest, sign_batch
+from offchain.protocol.tx_sender import SentTx, SimulationReverted, TxFailed, TxSender
 
 log = logging.getLogger("dmm.keeper")
 
@@ -84,10 +85,12 @@ class KeeperConfig:
     deadline_seconds: int = 600  # signed updates are valid this long
     history_size: int = 5000  # prices kept per market
     min_history: int = 2  # prices needed before the model runs
-    # k-of-n: a folder the keepers share (each writes its signature of a batch there; the one
-    # that completes the registry's threshold relays). None: this keeper signs and relays alone.
-    cosign_dir: str | None = None
-    # With cosign_dir, deadlines are rounded down to this many seconds so that keepers ticking
+    # k-of-n: where the keepers publish their signatures of a batch (offchain/bots/cosign.py:
+    # a shared folder, or a Redis server for keepers on several machines); the keeper that
+    # completes the registry's threshold relays. None: this keeper signs and relays alone.
+    cosign: CosignSettings | None = None
+    cosign_dir: str | None = None  # shorthand for cosign: {transport: folder, dir: ...}
+    # When co-signing, deadlines are rounded down to this many seconds so that keepers ticking
     # on neighbouring blocks sign the same bytes.
     cosign_granularity: int = 60
 
@@ -109,6 +112,11 @@ class KeeperConfig:
             raise ValueError("min_history must be at least 2 (one return)")
         if self.cosign_granularity < 1 or self.cosign_granularity >= self.deadline_seconds:
             raise ValueError("cosign_granularity must lie in [1, deadline_seconds)")
+        if self.cosign_dir is not None:
+            folder = CosignSettings(transport="folder", dir=self.cosign_dir)
+            if self.cosign is not None and self.cosign != folder:
+                raise ValueError("give cosign or cosign_dir, not both")
+            object.__setattr__(self, "cosign", folder)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,7 +234,7 @@ class Decision:
 def batch_deadline(now: int, config: KeeperConfig) -> int:
     """``now + deadline_seconds``; rounded down to ``cosign_granularity`` when keepers co-sign,
     so that keepers whose clocks (blocks) differ by less than that sign identical batches."""
-    if config.cosign_dir is None:
+    if config.cosign is None:
         return now + config.deadline_seconds
     return now // config.cosign_granularity * config.cosign_granularity + config.deadline_seconds
 
@@ -329,6 +337,7 @@ class Keeper:
         chain_id: int | None,
         metrics: BotMetrics | None = None,
         echo: Callable[[str], Any] = print,
+        cosigner: Cosigner | None = None,
     ) -> None:
         self.config = config
         self.registry = registry
@@ -341,6 +350,14 @@ class Keeper:
         self.echo = echo
         self.history = {m.market_id: PriceHistory(config.history_size) for m in config.markets}
         self._recovered = False
+        if cosigner is None and config.cosign is not None:
+            cosigner = Cosigner(
+                make_transport(config.cosign),
+                registry.is_keeper,
+                registry.signer_threshold,
+                config.cosign.where(),
+            )
+        self.cosigner = cosigner
 
     @property
     def dry_run(self) -> bool:
@@ -462,49 +479,13 @@ class Keeper:
         return result
 
     def cosign(self, updates: Sequence[RiskUpdate], own: bytes) -> list[bytes] | None:
-        """Publish this keeper's signature of the batch in the shared folder and return the
-        signatures that meet the registry's threshold, or ``None`` while too few keepers signed.
-
-        Each batch has a folder named by its EIP-712 digest; each keeper writes
-        ``<address>.sig`` there (atomically). A file whose signature does not recover to the
-        address in its name is ignored, so a stray or tampered file cannot count.
-        """
-        assert self.chain_id is not None and self.config.cosign_dir is not None
-        registry = self.registry.address
-        digest = batch_digest(updates, self.chain_id, registry)
-        folder = Path(self.config.cosign_dir) / digest.hex()
-        folder.mkdir(parents=True, exist_ok=True)
+        """Publish this keeper's signature of the batch through the co-signing transport and
+        return the signatures that meet the registry's threshold, or ``None`` while too few
+        keepers signed (see ``offchain/bots/cosign.py``: what counts, and the transports)."""
+        assert self.chain_id is not None and self.cosigner is not None
         assert self.signer is not None
-        mine = folder / f"{self.signer.address}.sig"
-        if not mine.exists():
-            partial = folder / f".{self.signer.address}.tmp"
-            partial.write_text("0x" + own.hex() + "\n")
-            partial.replace(mine)
-        valid: dict[str, bytes] = {}
-        for path in sorted(folder.glob("*.sig")):
-            try:
-                sig = bytes.fromhex(path.read_text().strip().removeprefix("0x"))
-                signer = recover_signer(updates, sig, self.chain_id, registry)
-            except (ValueError, OSError) as exc:
-                log.warning("co-signature %s ignored: %s", path.name, exc)
-                continue
-            if signer.lower() != path.stem.lower():
-                log.warning("co-signature %s ignored: it recovers to %s", path.name, signer)
-                continue
-            if not self.registry.is_keeper(signer):
-                log.warning("co-signature %s ignored: %s is not a keeper", path.name, signer)
-                continue
-            valid[signer] = sig
-        threshold = self.registry.signer_threshold()
-        if len(valid) < threshold:
-            log.info(
-                "batch %s: %d of %d keeper signatures; waiting for co-signers",
-                digest.hex()[:16],
-                len(valid),
-                threshold,
-            )
-            return None
-        return [valid[a] for a in sorted(valid)][: max(threshold, 1)]
+        digest = batch_digest(updates, self.chain_id, self.registry.address)
+        return self.cosigner.cosign(digest, self.signer.address, own)
 
     def relay(self, result: TickResult) -> None:
         """Sign the tick's batch and send it (or print it in dry run)."""
@@ -514,7 +495,7 @@ class Keeper:
             result.signatures = [
                 sign_batch(updates, self.signer.key, self.chain_id, self.registry.address)
             ]
-            if self.config.cosign_dir is not None and not self.dry_run:
+            if self.cosigner is not None and not self.dry_run:
                 signatures = self.cosign(updates, result.signatures[0])
                 if signatures is None:
                     result.dropped = "waiting for co-signers"
@@ -553,6 +534,17 @@ class Keeper:
                 )
                 return
             raise
+        except TxFailed:
+            relayer = self._relayed_elsewhere(updates, result.signatures)
+            if relayer is None:
+                raise
+            result.dropped = f"relayed by {relayer} first"
+            log.info(
+                "batch for markets [%s] dropped: another keeper (%s) relayed it first",
+                markets,
+                relayer,
+            )
+            return
         result.sent = sent
         self.metrics.gas(sent.cost_wei)
         for u in updates:
@@ -565,6 +557,17 @@ class Keeper:
             sent.gas_used,
             sent.cost_wei / 10**18,
         )
+
+    def _relayed_elsewhere(
+        self, updates: Sequence[RiskUpdate], signatures: list[bytes]
+    ) -> str | None:
+        """Who relayed this batch if, while ours was in flight, the same batch landed from
+        another keeper (co-signing keepers race to relay; the loser reverts on chain)."""
+        if self.cosigner is None or self.chain_id is None:
+            return None
+        digest = batch_digest(updates, self.chain_id, self.registry.address)
+        since = max(0, int(rpc(lambda: self.registry.w3.eth.block_number)) - 256)
+        return rpc(lambda: relayed_by(self.registry.w3, self.registry.address, digest, since))
 
 
 __all__ = [
