@@ -19,6 +19,7 @@ Decisions other modules rely on:
 - ``keeper.history_max_gap_seconds`` / ``keeper.history_max_price_gap`` / ``keeper.history_check``
   (``refuse`` or ``warn``): how near the live feed the warm-up history must end;
 - ``loop.outage_tolerance_seconds``: how long the node may stay unreachable before a bot stops.
+- ``dashboard.*``: the risk page of ``dmm dashboard`` (its port must differ from the bots').
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictInt, create_model, model_validator
 
+from offchain.bots.dashboard import DashboardConfig
 from offchain.bots.keeper import KeeperConfig, KeeperMarket
 from offchain.bots.keeper_models import EwmaRiskModel
 from offchain.bots.liquidator import LiquidatorConfig
@@ -105,6 +107,7 @@ SenderSection = dataclass_section(
     max_fee_cap_gwei=(Annotated[float, Field(gt=0)] | None, None),
 )
 LoopSection = dataclass_section(LoopConfig, "LoopSection")
+DashboardSection = dataclass_section(DashboardConfig, "DashboardSection")
 EwmaSection = dataclass_section(EwmaRiskModel, "EwmaSection", kind=(Literal["ewma"], "ewma"))
 
 
@@ -133,6 +136,7 @@ class BotFile(StrictModel):
     liquidator: LiquidatorSection = Field(default_factory=LiquidatorSection)  # type: ignore[valid-type]
     sender: SenderSection = Field(default_factory=SenderSection)  # type: ignore[valid-type]
     loop: LoopSection = Field(default_factory=LoopSection)  # type: ignore[valid-type]
+    dashboard: DashboardSection = Field(default_factory=DashboardSection)  # type: ignore[valid-type]
 
     @model_validator(mode="before")
     @classmethod
@@ -156,6 +160,12 @@ class BotFile(StrictModel):
                 f"keeper.metrics_port and liquidator.metrics_port are both {ports[0]}:"
                 " the second bot would fail with 'Address already in use'"
             )
+        for bot, port in zip(("keeper", "liquidator"), ports, strict=True):
+            if port is not None and port == self.dashboard.port:
+                raise ValueError(
+                    f"dashboard.port and {bot}.metrics_port are both {port}:"
+                    " one of them would fail with 'Address already in use'"
+                )
         ids = [m.id for m in self.markets]
         if len(set(ids)) != len(ids):
             raise ValueError(f"markets: an id appears twice ({ids})")
@@ -212,6 +222,9 @@ class BotConfig:
 
     def loop_config(self) -> LoopConfig:
         return build(LoopConfig, self.file.loop.model_dump(), f"{self.source}: loop")
+
+    def dashboard_config(self) -> DashboardConfig:
+        return build(DashboardConfig, self.file.dashboard.model_dump(), f"{self.source}: dashboard")
 
     def metrics_port(self, bot: str) -> int | None:
         return (
