@@ -12,6 +12,8 @@
 #   make backtest-portfolio - portfolio margin vs the tiered sum on BTC/ETH(/SOL), both periods
 #   make devnet - a local devnet (anvil, 1 s blocks) with both bots running through a crash;
 #                 stays up until Ctrl-C (make devnet ARGS=--once stops once both bots acted)
+#   make dashboard-screenshot - docs/dashboard.png: the live risk page (dmm dashboard) after a
+#                 devnet crash, taken in headless chromium
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -28,7 +30,7 @@ PYTEST_UNIT := $(BIN)/ape test $(UNIT_DIRS)
 PYTEST_FUZZ := $(BIN)/pytest -p no:ape_test tests/fuzz
 PYTEST_ANVIL := $(BIN)/ape test tests/integration --network ethereum:local:foundry
 
-.PHONY: install system-deps demo devnet test unit fuzz-quick integration lint bench fuzz backtest calibrate backtest-portfolio funding-study clean
+.PHONY: install system-deps demo devnet dashboard-screenshot test unit fuzz-quick integration lint bench fuzz backtest calibrate backtest-portfolio funding-study clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -136,6 +138,10 @@ demo: install
 # The operator's devnet: deploy/devnet.yaml deployed on anvil, bots' config in out/devnet/.
 devnet: install
 	$(BIN)/dmm devnet --crash $(ARGS)
+
+# The README's picture of the risk page: a devnet crash, then the page in headless chromium.
+dashboard-screenshot: install system-deps
+	$(BIN)/python scripts/dashboard_screenshot.py --out docs/dashboard.png
 
 clean:
 	rm -rf .build .hypothesis .pytest_cache bench/results.json out
