@@ -203,6 +203,8 @@ def keeper_command(
         reg.address,
         "DRY RUN (nothing is sent)" if keeper.sender is None else f"relaying from {key.address}",  # type: ignore[union-attr]
     )
+    if keeper.cosigner is not None:
+        log.info("keeper: co-signing through %s", keeper.cosigner.where)
     run_bot("keeper", w3, keeper.tick, cfg, keeper.metrics)
 
 

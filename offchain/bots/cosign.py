@@ -298,8 +298,9 @@ class Cosigner:
             published = self.transport.collect(digest)
         except CosignUnavailable as exc:
             log.warning(
-                "batch %s: co-signing transport unavailable (%s); not relayed this tick",
+                "batch %s: co-signing transport %s unavailable (%s); not relayed this tick",
                 digest.hex()[:16],
+                self.where,
                 exc,
             )
             return None

@@ -250,8 +250,9 @@ def test_cosign__redis_down_is_one_warning_and_no_relay(
     result = keeper.tick(latest_block(w3))
 
     assert result.sent is None and result.dropped == "waiting for co-signers"
-    lines = [r for r in caplog.records if "co-signing transport unavailable" in r.getMessage()]
-    assert len(lines) == 1 and "ConnectionError" in lines[0].getMessage()
+    lines = [r.getMessage() for r in caplog.records if "co-signing transport" in r.getMessage()]
+    assert len(lines) == 1 and f"transport redis {dead.url} unavailable" in lines[0]
+    assert "ConnectionError" in lines[0] and "not relayed this tick" in lines[0]
     assert registry_client.market_state(MARKET_BTC).updated_at == 0
 
 
