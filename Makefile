@@ -12,6 +12,8 @@
 #   make backtest-portfolio - portfolio margin vs the tiered sum on BTC/ETH(/SOL), both periods
 #   make devnet - a local devnet (anvil, 1 s blocks) with both bots running through a crash;
 #                 stays up until Ctrl-C (make devnet ARGS=--once stops once both bots acted)
+#   make dashboard-screenshot - docs/dashboard.png: the live risk page (dmm dashboard) after a
+#                 devnet crash, taken in headless chromium
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -28,7 +30,7 @@ PYTEST_UNIT := $(BIN)/ape test $(UNIT_DIRS)
 PYTEST_FUZZ := $(BIN)/pytest -p no:ape_test tests/fuzz
 PYTEST_ANVIL := $(BIN)/ape test tests/integration --network ethereum:local:foundry
 
-.PHONY: install demo devnet test unit fuzz-quick integration lint bench fuzz backtest calibrate backtest-portfolio funding-study clean
+.PHONY: install system-deps demo devnet dashboard-screenshot test unit fuzz-quick integration lint bench fuzz backtest calibrate backtest-portfolio funding-study clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +44,17 @@ node_modules/.installed: package.json package-lock.json
 
 install: $(VENV)/.installed node_modules/.installed
 
+# Debian packages the integration tests drive: redis-server (keepers co-signing over Redis) and
+# chromium (the dashboard's browser test). Installed when missing, as root (as CI runs).
+SYSTEM_COMMANDS := redis-server chromium
+system-deps:
+	@missing=""; for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing (apt-get install them as root)"; exit 1; fi; \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
 PY_DIRS := $(wildcard offchain tests scripts bench)
 
 lint: install
@@ -54,7 +67,7 @@ unit: install
 fuzz-quick: install
 	@if ls tests/fuzz/test_*.py >/dev/null 2>&1; then $(PYTEST_FUZZ) -q; fi
 
-integration: install
+integration: install system-deps
 	@if ls tests/integration/test_*.py >/dev/null 2>&1; then $(PYTEST_ANVIL) -q; fi
 
 test: lint unit fuzz-quick integration
@@ -125,6 +138,10 @@ demo: install
 # The operator's devnet: deploy/devnet.yaml deployed on anvil, bots' config in out/devnet/.
 devnet: install
 	$(BIN)/dmm devnet --crash $(ARGS)
+
+# The README's picture of the risk page: a devnet crash, then the page in headless chromium.
+dashboard-screenshot: install system-deps
+	$(BIN)/python scripts/dashboard_screenshot.py --out docs/dashboard.png
 
 clean:
 	rm -rf .build .hypothesis .pytest_cache bench/results.json out

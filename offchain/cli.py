@@ -28,6 +28,7 @@ from offchain import __version__
 
 # Subcommands defined in other modules, by name ("module:attribute").
 LAZY_COMMANDS: dict[str, str] = {
+    "dashboard": "offchain.cli_ops:dashboard_command",
     "devnet": "offchain.cli_ops:devnet_command",
     "keeper": "offchain.cli_ops:keeper_command",
     "liquidator": "offchain.cli_ops:liquidator_command",

@@ -1,5 +1,5 @@
 """Operator commands: ``dmm keeper``, ``dmm liquidator``, ``dmm replay``, ``dmm status``,
-``dmm devnet``.
+``dmm dashboard``, ``dmm devnet``.
 
 Every bot command reads one YAML file (``offchain/bots/keeper.example.yaml`` documents each key;
 it is validated strictly, see ``offchain/bots/bot_config.py``); command-line options override
@@ -209,6 +209,8 @@ def keeper_command(
         reg.address,
         "DRY RUN (nothing is sent)" if keeper.sender is None else f"relaying from {key.address}",  # type: ignore[union-attr]
     )
+    if keeper.cosigner is not None:
+        log.info("keeper: co-signing through %s", keeper.cosigner.where)
     run_bot("keeper", w3, keeper.tick, cfg, keeper.metrics)
 
 
@@ -442,6 +444,72 @@ def status_command(
 
 
 # ---------------------------------------------------------------------------------------------
+# Dashboard
+
+
+@click.command("dashboard")
+@config_option
+@rpc_option
+@click.option("--registry", help="Registry address (overrides the config).")
+@click.option("--engine", help="Engine address (overrides the config).")
+@click.option("--host", help="Listen address (overrides dashboard.host).")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), help="Listen port (overrides dashboard.port)."
+)
+@verbosity_options
+@operator_errors
+def dashboard_command(
+    config_path: str | None,
+    rpc: str | None,
+    registry: str | None,
+    engine: str | None,
+    host: str | None,
+    port: int | None,
+) -> None:
+    """Serve the live risk page (read-only): markets, account health, funds, recent events and
+    each market's margin over time; /api/snapshot has the same numbers as JSON."""
+    from dataclasses import replace
+
+    from offchain.bots.dashboard import RiskReader, SnapshotCache
+    from offchain.bots.dashboard_app import bind, create_app, serve
+
+    cfg = load_config(config_path)
+    markets = cfg.markets()
+    settings = cfg.dashboard_config()
+    settings = replace(settings, host=host or settings.host, port=port or settings.port)
+    registry_address = need(registry or cfg.file.registry, "--registry", "registry")
+    engine_address = need(engine or cfg.file.engine, "--engine", "engine")
+    url = str(need(rpc or cfg.file.rpc, "--rpc", "rpc"))
+    w3 = connect(url, timeout=cfg.file.rpc_timeout)
+    reader = RiskReader(
+        RegistryClient(w3, registry_address),
+        EngineClient(w3, engine_address),
+        FeedClient(w3),
+        markets,
+        settings,
+    )
+    cache = SnapshotCache(reader.snapshot, url, min_interval=settings.refresh_seconds / 2)
+    try:
+        sock = bind(settings.host, settings.port)
+    except OSError as exc:
+        raise ConfigProblem(
+            f"dashboard.port: cannot listen on {settings.host}:{settings.port}"
+            f" ({exc.strerror or exc})"
+        ) from None
+    first = cache.get()
+    if first["ok"]:
+        log.info("dashboard: read block %d from %s", first["snapshot"]["block"], url)
+    else:
+        log.warning("dashboard: %s; the page shows it until the chain answers", first["error"])
+    log.info(
+        "dashboard on http://%s:%d/ (JSON: /api/snapshot, health: /healthz)",
+        settings.host,
+        settings.port,
+    )
+    serve(create_app(cache, settings), sock)
+
+
+# ---------------------------------------------------------------------------------------------
 # Devnet
 
 
@@ -522,10 +590,18 @@ def devnet_command(
     launch(options, echo=click.echo)
 
 
-COMMANDS = [devnet_command, keeper_command, liquidator_command, replay_command, status_command]
+COMMANDS = [
+    dashboard_command,
+    devnet_command,
+    keeper_command,
+    liquidator_command,
+    replay_command,
+    status_command,
+]
 
 __all__ = [
     "COMMANDS",
+    "dashboard_command",
     "devnet_command",
     "keeper_command",
     "liquidator_command",

@@ -25,6 +25,7 @@ Decisions other modules rely on:
   ``profiles`` (the ``ProfileRegistry``'s address, the run interval, the class table's scale)
   and ``relay`` (the ``KeeperRelay``): all optional; premium funding and profiles need
   ``engine``, the relay needs ``scenarios``.
+- ``dashboard.*``: the risk page of ``dmm dashboard`` (its port must differ from the bots').
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictInt, create_model, model_validator
 
+from offchain.bots.dashboard import DashboardConfig
 from offchain.bots.keeper import KeeperConfig, KeeperMarket
 from offchain.bots.keeper_models import EwmaRiskModel
 from offchain.bots.liquidator import LiquidatorConfig
@@ -158,6 +160,7 @@ SenderSection = dataclass_section(
     max_fee_cap_gwei=(Annotated[float, Field(gt=0)] | None, None),
 )
 LoopSection = dataclass_section(LoopConfig, "LoopSection")
+DashboardSection = dataclass_section(DashboardConfig, "DashboardSection")
 EwmaSection = dataclass_section(EwmaRiskModel, "EwmaSection", kind=(Literal["ewma"], "ewma"))
 
 
@@ -189,6 +192,7 @@ class BotFile(StrictModel):
     scenarios: ScenariosSection | None = None
     profiles: ProfilesSection | None = None
     relay: NonzeroAddress | None = None  # the KeeperRelay: risk + scenario batches in one tx
+    dashboard: DashboardSection = Field(default_factory=DashboardSection)  # type: ignore[valid-type]
 
     @model_validator(mode="before")
     @classmethod
@@ -212,6 +216,12 @@ class BotFile(StrictModel):
                 f"keeper.metrics_port and liquidator.metrics_port are both {ports[0]}:"
                 " the second bot would fail with 'Address already in use'"
             )
+        for bot, port in zip(("keeper", "liquidator"), ports, strict=True):
+            if port is not None and port == self.dashboard.port:
+                raise ValueError(
+                    f"dashboard.port and {bot}.metrics_port are both {port}:"
+                    " one of them would fail with 'Address already in use'"
+                )
         ids = [m.id for m in self.markets]
         if len(set(ids)) != len(ids):
             raise ValueError(f"markets: an id appears twice ({ids})")
@@ -255,7 +265,7 @@ class BotConfig:
     def keeper_config(self) -> KeeperConfig:
         return build(
             KeeperConfig,
-            self.file.keeper.model_dump(),
+            {**self.file.keeper.model_dump(), "cosign": self.file.keeper.cosign},
             f"{self.source}: keeper",
             markets=self.markets(),
         )
@@ -283,6 +293,9 @@ class BotConfig:
 
     def loop_config(self) -> LoopConfig:
         return build(LoopConfig, self.file.loop.model_dump(), f"{self.source}: loop")
+
+    def dashboard_config(self) -> DashboardConfig:
+        return build(DashboardConfig, self.file.dashboard.model_dump(), f"{self.source}: dashboard")
 
     def metrics_port(self, bot: str) -> int | None:
         return (

@@ -277,7 +277,7 @@ def scenario_planner(cfg: BotConfig, w3: Any, keeper: Keeper) -> ScenarioPlanner
     else:
         bar_seconds = 3600
         bars = history_bars(lambda m: (keeper.history[m].times, keeper.history[m].prices), 3600)
-    granularity = keeper.config.cosign_granularity if keeper.config.cosign_dir else 1
+    granularity = keeper.config.cosign_granularity if keeper.config.cosign else 1
     return ScenarioPlanner(
         ScenarioRegistryClient(w3, section.registry),
         bars,
@@ -308,7 +308,7 @@ def profile_planner(cfg: BotConfig, w3: Any, keeper: Keeper) -> ProfilePlanner |
     except KeyError as exc:
         raise ConfigError(f"{cfg.source}: profiles.scale: {exc.args[0]}") from None
     engine = str(cfg.file.engine)
-    granularity = keeper.config.cosign_granularity if keeper.config.cosign_dir else 1
+    granularity = keeper.config.cosign_granularity if keeper.config.cosign else 1
     return ProfilePlanner(
         ProfileRegistryClient(w3, section.registry),
         EngineRecords(w3, engine, section.registry),

@@ -45,6 +45,7 @@ import numpy as np
 from eth_account.signers.local import LocalAccount
 
 from offchain import WAD
+from offchain.bots.cosign import Cosigner, CosignSettings, make_transport, relayed_by
 from offchain.bots.keeper_models import LiveRiskModel, Proposal
 from offchain.bots.metrics import BotMetrics
 from offchain.protocol.chain import Block, FeedClient, FeedReading, RegistryClient, rpc
@@ -62,7 +63,6 @@ from offchain.protocol.signing import (
     ScenarioUpdate,
     Update,
     batch_digest,
-    recover_signer,
 )
 from offchain.protocol.tx_sender import SentTx, TxSender
 from offchain.risk.funding import funding_needs_push
@@ -109,10 +109,12 @@ class KeeperConfig:
     deadline_seconds: int = 600  # signed updates are valid this long
     history_size: int = 5000  # prices kept per market
     min_history: int = 2  # prices needed before the model runs
-    # k-of-n: a folder the keepers share (each writes its signature of a batch there; the one
-    # that completes the registry's threshold relays). None: this keeper signs and relays alone.
-    cosign_dir: str | None = None
-    # With cosign_dir, deadlines are rounded down to this many seconds so that keepers ticking
+    # k-of-n: where the keepers publish their signatures of a batch (offchain/bots/cosign.py:
+    # a shared folder, or a Redis server for keepers on several machines); the keeper that
+    # completes the registry's threshold relays. None: this keeper signs and relays alone.
+    cosign: CosignSettings | None = None
+    cosign_dir: str | None = None  # shorthand for cosign: {transport: folder, dir: ...}
+    # When co-signing, deadlines are rounded down to this many seconds so that keepers ticking
     # on neighbouring blocks sign the same bytes.
     cosign_granularity: int = 60
 
@@ -134,6 +136,11 @@ class KeeperConfig:
             raise ValueError("min_history must be at least 2 (one return)")
         if self.cosign_granularity < 1 or self.cosign_granularity >= self.deadline_seconds:
             raise ValueError("cosign_granularity must lie in [1, deadline_seconds)")
+        if self.cosign_dir is not None:
+            folder = CosignSettings(transport="folder", dir=self.cosign_dir)
+            if self.cosign is not None and self.cosign != folder:
+                raise ValueError("give cosign or cosign_dir, not both")
+            object.__setattr__(self, "cosign", folder)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,7 +258,7 @@ class Decision:
 def batch_deadline(now: int, config: KeeperConfig) -> int:
     """``now + deadline_seconds``; rounded down to ``cosign_granularity`` when keepers co-sign,
     so that keepers whose clocks (blocks) differ by less than that sign identical batches."""
-    if config.cosign_dir is None:
+    if config.cosign is None:
         return now + config.deadline_seconds
     return now // config.cosign_granularity * config.cosign_granularity + config.deadline_seconds
 
@@ -376,6 +383,7 @@ class Keeper:
         profiles: ProfilePlanner | None = None,
         relay: RelayClient | None = None,
         reference: Callable[[ScenarioDecision, int], list[str]] | None = None,
+        cosigner: Cosigner | None = None,
     ) -> None:
         self.config = config
         self.registry = registry
@@ -394,6 +402,14 @@ class Keeper:
         self.market_names = {m.market_id: m.name or str(m.market_id) for m in config.markets}
         self.history = {m.market_id: PriceHistory(config.history_size) for m in config.markets}
         self._recovered = False
+        if cosigner is None and config.cosign is not None:
+            cosigner = Cosigner(
+                make_transport(config.cosign),
+                registry.is_keeper,
+                registry.signer_threshold,
+                config.cosign.where(),
+            )
+        self.cosigner = cosigner
 
     @property
     def dry_run(self) -> bool:
@@ -539,51 +555,15 @@ class Keeper:
     def cosign(
         self, updates: Sequence[Update], own: bytes, verifying: str | None = None
     ) -> list[bytes] | None:
-        """Publish this keeper's signature of the batch in the shared folder and return the
-        signatures that meet the registry's threshold, or ``None`` while too few keepers signed.
+        """Publish this keeper's signature of the batch through the co-signing transport and
+        return the signatures that meet the registry's threshold, or ``None`` while too few
+        keepers signed (see ``offchain/bots/cosign.py``: what counts, and the transports).
         ``verifying`` is the registry whose domain the batch is signed under (default the risk
-        registry; scenario and profile batches name theirs: same keepers, same threshold).
-
-        Each batch has a folder named by its EIP-712 digest; each keeper writes
-        ``<address>.sig`` there (atomically). A file whose signature does not recover to the
-        address in its name is ignored, so a stray or tampered file cannot count.
-        """
-        assert self.chain_id is not None and self.config.cosign_dir is not None
-        registry = verifying or self.registry.address
-        digest = batch_digest(updates, self.chain_id, registry)
-        folder = Path(self.config.cosign_dir) / digest.hex()
-        folder.mkdir(parents=True, exist_ok=True)
+        registry; scenario and profile batches name theirs: same keepers, same threshold)."""
+        assert self.chain_id is not None and self.cosigner is not None
         assert self.signer is not None
-        mine = folder / f"{self.signer.address}.sig"
-        if not mine.exists():
-            partial = folder / f".{self.signer.address}.tmp"
-            partial.write_text("0x" + own.hex() + "\n")
-            partial.replace(mine)
-        valid: dict[str, bytes] = {}
-        for path in sorted(folder.glob("*.sig")):
-            try:
-                sig = bytes.fromhex(path.read_text().strip().removeprefix("0x"))
-                signer = recover_signer(updates, sig, self.chain_id, registry)
-            except (ValueError, OSError) as exc:
-                log.warning("co-signature %s ignored: %s", path.name, exc)
-                continue
-            if signer.lower() != path.stem.lower():
-                log.warning("co-signature %s ignored: it recovers to %s", path.name, signer)
-                continue
-            if not self.registry.is_keeper(signer):
-                log.warning("co-signature %s ignored: %s is not a keeper", path.name, signer)
-                continue
-            valid[signer] = sig
-        threshold = self.registry.signer_threshold()
-        if len(valid) < threshold:
-            log.info(
-                "batch %s: %d of %d keeper signatures; waiting for co-signers",
-                digest.hex()[:16],
-                len(valid),
-                threshold,
-            )
-            return None
-        return [valid[a] for a in sorted(valid)][: max(threshold, 1)]
+        digest = batch_digest(updates, self.chain_id, verifying or self.registry.address)
+        return self.cosigner.cosign(digest, self.signer.address, own)
 
     def relay(self, result: TickResult) -> None:
         """Sign the tick's batches and land them, or print them in dry run
@@ -591,6 +571,15 @@ class Keeper:
         from offchain.bots.keeper_submit import submit
 
         submit(self, result)
+
+    def relayed_elsewhere(self, updates: Sequence[Update], verifying: str) -> str | None:
+        """Who relayed this batch if, while ours was in flight, the same batch landed from
+        another keeper (co-signing keepers race to relay; the loser reverts on chain)."""
+        if self.cosigner is None or self.chain_id is None:
+            return None
+        digest = batch_digest(updates, self.chain_id, verifying)
+        since = max(0, int(rpc(lambda: self.registry.w3.eth.block_number)) - 256)
+        return rpc(lambda: relayed_by(self.registry.w3, verifying, digest, since))
 
 
 __all__ = [

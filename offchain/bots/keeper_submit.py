@@ -1,16 +1,17 @@
 """Signing and landing a tick's batches: risk updates, scenario updates, account profiles.
 
 Each kind is one EIP-712 batch under its registry's domain (:mod:`offchain.protocol.signing`),
-signed by the keeper and, with ``cosign_dir``, completed to the registry's k-of-n threshold by
-the same shared-folder protocol as risk batches (:meth:`offchain.bots.keeper.Keeper.cosign`,
-given the batch's verifying registry). Then:
+signed by the keeper and, with ``keeper.cosign`` (a shared folder or Redis), completed to the
+registry's k-of-n threshold by the same transport as risk batches
+(:meth:`offchain.bots.keeper.Keeper.cosign`, given the batch's verifying registry). Then:
 
 - a risk batch and a scenario batch of the same tick go through the ``KeeperRelay`` in **one
   transaction** when a relay is configured, so a market's multiplier and its group's scenarios
   move together (both apply or neither). If the relay's simulation reverts because the chain
   already holds one of them (a re-sent batch), each is sent on its own so the other still lands;
 - otherwise, and for profile batches (which the relay does not carry), each batch is its own
-  transaction, simulated first; a batch the chain already holds (same ``observed_at``) is dropped;
+  transaction, simulated first; a batch the chain already holds (same ``observed_at``) is dropped,
+  and so is one whose transaction reverted because a co-signing keeper relayed it first;
 - while the risk registry is paused nothing is sent (the scenario and profile registries share
   its pause);
 - no sender (dry run): every batch is printed, and each scenario group's shocks with the
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from offchain import WAD
 from offchain.protocol.portfolio_math import unpack_shocks
 from offchain.protocol.signing import ProfileUpdate, RiskUpdate, ScenarioUpdate, sign_batch
-from offchain.protocol.tx_sender import SentTx, SimulationReverted
+from offchain.protocol.tx_sender import SentTx, SimulationReverted, TxFailed
 
 if TYPE_CHECKING:
     from offchain.bots.keeper import Keeper, TickResult
@@ -71,7 +72,7 @@ def sign(keeper: Keeper, kind: str, updates: Sequence[Any], verifying: str) -> S
         return Signed(kind, updates, verifying, [])
     assert keeper.chain_id is not None
     own = sign_batch(updates, keeper.signer.key, keeper.chain_id, verifying)
-    if keeper.config.cosign_dir is not None and not keeper.dry_run:
+    if keeper.cosigner is not None and not keeper.dry_run:
         return Signed(kind, updates, verifying, keeper.cosign(updates, own, verifying=verifying))
     return Signed(kind, updates, verifying, [own])
 
@@ -90,6 +91,12 @@ def send_one(keeper: Keeper, batch: Signed, to: str, data: bytes) -> SentTx | st
             log.info("%s dropped: the chain already holds it (%s)", batch.label, exc.reason)
             return exc.reason
         raise
+    except TxFailed:
+        relayer = keeper.relayed_elsewhere(batch.updates, batch.verifying)
+        if relayer is None:
+            raise
+        log.info("%s dropped: another keeper (%s) relayed it first", batch.label, relayer)
+        return f"relayed by {relayer} first"
     keeper.metrics.gas(sent.cost_wei)
     log.info(
         "pushed %s in block %d: gas %d, cost %.6f ETH",

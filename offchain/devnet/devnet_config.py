@@ -65,6 +65,7 @@ class HistorySection(StrictModel):
 class BotsSection(StrictModel):
     keeper_metrics_port: Port = 9101
     liquidator_metrics_port: Port = 9102
+    dashboard_port: Port = 9103  # `dmm dashboard --config <out>/bots.yaml`
     model: Literal["calibrated", "ewma"] = "calibrated"
 
 
@@ -111,8 +112,14 @@ def check_devnet(f: DevnetFile, spec: DeploySpec, source: str, addresses: list[s
 
     if f.bots.keeper_metrics_port == f.bots.liquidator_metrics_port:
         fail("bots: keeper_metrics_port and liquidator_metrics_port must differ")
-    if f.node.port in (f.bots.keeper_metrics_port, f.bots.liquidator_metrics_port):
-        fail(f"node.port: {f.node.port} is also a metrics port")
+    if f.bots.dashboard_port in (f.bots.keeper_metrics_port, f.bots.liquidator_metrics_port):
+        fail(f"bots.dashboard_port: {f.bots.dashboard_port} is also a metrics port")
+    if f.node.port in (
+        f.bots.keeper_metrics_port,
+        f.bots.liquidator_metrics_port,
+        f.bots.dashboard_port,
+    ):
+        fail(f"node.port: {f.node.port} is also a metrics or dashboard port")
     keeper = addresses[f.accounts.keeper].lower()
     if keeper not in (k.lower() for k in spec.keepers):
         fail(

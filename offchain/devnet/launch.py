@@ -227,6 +227,7 @@ def write_files(devnet: Devnet, deployed: dict[str, Any], node: Node, out: Path)
         f"#   dmm keeper --config {config}\n"
         f"#   dmm liquidator --config {config}\n"
         f"#   dmm status --config {config}\n"
+        f"#   dmm dashboard --config {config}      # http://127.0.0.1:{f.bots.dashboard_port}/\n"
         f"#   DMM_CONFIG={config} silverback run offchain.bots.keeper_bot:bot"
         f" --network ethereum:local:{node.url}\n"
         f"rpc: {node.url}\n"
@@ -243,6 +244,7 @@ def write_files(devnet: Devnet, deployed: dict[str, Any], node: Node, out: Path)
         f"  metrics_port: {f.bots.liquidator_metrics_port}\n"
         "sender: {receipt_timeout: 60}\n"
         "loop: {poll_interval: 0.25, outage_tolerance_seconds: 60}\n"
+        f"dashboard: {{port: {f.bots.dashboard_port}, refresh_seconds: 2}}\n"
     )
     keys = devnet_keys()
     (out / "devnet.env").write_text(

@@ -202,6 +202,23 @@ ENGINE_ABI = [
             {**_u("bad_debt"), "indexed": False},
         ],
     },
+    {
+        "type": "event",
+        "name": "Deleveraged",
+        "anonymous": False,
+        "inputs": [
+            {**_u("market_id"), "indexed": True},
+            {**_a("owner"), "indexed": True},
+            {**_u("subaccount"), "indexed": False},
+            {**_a("caller"), "indexed": True},
+            {**_i("size"), "indexed": False},
+            {**_u("price"), "indexed": False},
+            {**_u("transfer"), "indexed": False},
+            {**_i("unrealised_pnl"), "indexed": False},
+            {**_i("equity"), "indexed": False},
+            {**_u("deficit_after"), "indexed": False},
+        ],
+    },
 ]
 
 FEED_ABI = [

@@ -326,3 +326,54 @@ def test_processes__one_line_on_stderr_and_the_exit_code(tmp_path, dead_rpc):
             done.stderr,
         )
         assert done.stdout == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Usage errors of every operator command
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment", "hint"),
+    [
+        (["stauts"], "No such command 'stauts'", "(see dmm --help)"),
+        (["status", "--bogus"], "No such option: --bogus", "(see dmm status --help)"),
+        (["keeper", "--config"], "Option '--config' requires an argument", ""),
+        (["liquidator", "--dry-run=yes"], "Option '--dry-run' does not take a value", ""),
+        (["devnet", "--once"], "--once needs --crash", "(see dmm devnet --help)"),
+        (
+            ["devnet", "--detach", "--bots"],
+            "--detach starts the node only",
+            "(see dmm devnet --help)",
+        ),
+        (["devnet", "--port", "0"], "'--port': 0 is not in the range 1<=x<=65535", ""),
+        (["dashboard", "--port", "70000"], "'--port': 70000 is not in the range", ""),
+        (["replay", "--seed", "x"], "'--seed': 'x' is not a valid integer", ""),
+    ],
+)
+def test_usage_errors__one_line_exit_2_with_the_help_hint(runner, args, fragment, hint):
+    line = one_line_error(runner.invoke(main, args), 2, fragment)
+    assert line.endswith(hint)
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (f"markets: [{MARKET}]\ndashboard: {{prot: 1}}\n", "dashboard.prot: unknown key"),
+        (f"markets: [{MARKET}]\ndashboard: {{port: '80'}}\n", "dashboard.port: Input should be"),
+        (f"markets: [{MARKET}]\n", "no engine: pass --engine or set 'engine' in the config"),
+        ("markets: []\n", "markets: the keeper needs at least one market"),
+    ],
+)
+def test_dashboard__config_mistakes_exit_2(runner, tmp_path, body, fragment):
+    result = runner.invoke(main, ["dashboard", "--config", str(bot_file(tmp_path, body))])
+    one_line_error(result, 2, fragment)
+
+
+def test_dashboard__port_taken_exit_2(runner, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        body = f"engine: '{REGISTRY}'\nmarkets: [{MARKET}]\ndashboard: {{port: {port}}}\n"
+        result = runner.invoke(main, ["dashboard", "--config", str(bot_file(tmp_path, body))])
+    one_line_error(result, 2, f"dashboard.port: cannot listen on 127.0.0.1:{port}")

@@ -44,6 +44,14 @@ def test_load_devnet__shipped_file_passes():
     ("edit", "message"),
     [
         (lambda d: d["bots"].__setitem__("liquidator_metrics_port", 9101), "must differ"),
+        (
+            lambda d: d["bots"].__setitem__("dashboard_port", 9102),
+            "bots.dashboard_port: 9102 is also a metrics port",
+        ),
+        (
+            lambda d: d["node"].__setitem__("port", 9103),
+            "node.port: 9103 is also a metrics or dashboard port",
+        ),
         (lambda d: d["accounts"].__setitem__("keeper", 5), "the keeper account (0x9965"),
         (lambda d: d["positions"][0].__setitem__("market", 9), "positions[0].market: 9 is not"),
         (lambda d: d["positions"][0].__setitem__("trader", 3), "is the maker or the liquidator"),

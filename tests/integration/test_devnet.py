@@ -25,6 +25,7 @@ def devnet_file(tmp_path: Path, **crash) -> tuple[Path, dict]:
     doc["node"]["port"] = free_port()
     doc["bots"]["keeper_metrics_port"] = free_port()
     doc["bots"]["liquidator_metrics_port"] = free_port()
+    doc["bots"]["dashboard_port"] = free_port()
     doc["crash"].update(crash)
     path = tmp_path / "devnet.yaml"
     path.write_text(yaml.safe_dump(doc))
@@ -68,6 +69,7 @@ def test_devnet__crash_until_both_bots_acted(tmp_path):
     assert "both bots acted on the price move" in done.stdout
     cfg = load_config(out / "bots.yaml")  # what it wrote passes the bots' own checks
     assert cfg.metrics_port("keeper") != cfg.metrics_port("liquidator")
+    assert cfg.dashboard_config().port == doc["bots"]["dashboard_port"]
     assert cfg.keeper_config().markets[0].name == "BTC"
     record = json.loads((out / "deployment.json").read_text())
     assert record["complete"] and record["steps"]["engine"]["address"] == cfg.file.engine

@@ -38,6 +38,11 @@ def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05) -> Any:
     raise AssertionError("condition not reached in time")
 
 
+def ticks(keeper: Keeper) -> float:
+    """Ticks the keeper's loop completed (its Prometheus counter)."""
+    return keeper.metrics.ticks.labels("keeper")._value.get()
+
+
 def send(w3: Web3, key, tx: dict) -> Any:
     tx = {
         "from": key.address,
@@ -126,6 +131,7 @@ def test_run_loop__rpc_down_retries_and_resumes_without_duplicates(
                     backoff_initial=0.1,
                     backoff_max=0.8,
                 ),
+                keeper.metrics,
                 stop=stop,
             )
         except Exception as exc:  # pragma: no cover - reported by the assertion below
@@ -145,7 +151,11 @@ def test_run_loop__rpc_down_retries_and_resumes_without_duplicates(
             {"to": feed.address, "data": feed.encode_abi("set_answer", args=[48_000 * 10**8])},
         )
         wait_for(lambda: len(registry.risk_updated_events(0)) >= 2)
-        time.sleep(0.5)  # a few more ticks: nothing else may land
+        # Three more blocks, each ticked (the tick counter says so): nothing else may land.
+        for _ in range(3):
+            done = ticks(keeper)
+            w3.provider.make_request("evm_mine", [])
+            wait_for(lambda: ticks(keeper) > done)  # noqa: B023 - called before done changes
     finally:
         stop.set()
         thread.join(timeout=10)
@@ -315,8 +325,10 @@ def test_send__rpc_down_with_tx_in_flight_resumes_same_nonce(
     )
     keeper = own_keeper(own_system, keeper_key, patient)
     registry = keeper.registry
-    keeper.tick(latest_block(w3))
-    time.sleep(1.1)  # a later round (no evm_increaseTime: a restarted node forgets the offset)
+    first = keeper.tick(latest_block(w3))
+    assert first.sent is not None
+    # A later round needs a later second (no evm_increaseTime: a restarted node forgets it).
+    wait_for(lambda: int(time.time()) > latest_block(w3).timestamp, timeout=5)
     set_price = feed.encode_abi("set_answer", args=[48_000 * 10**8])
     send(w3, owner, {"to": feed.address, "data": set_price})
     nonce = w3.eth.get_transaction_count(keeper_key.address)
@@ -333,7 +345,7 @@ def test_send__rpc_down_with_tx_in_flight_resumes_same_nonce(
     thread.start()
     wait_for(lambda: w3.eth.get_transaction_count(keeper_key.address, "pending") > nonce)
     own_anvil.stop()  # the node dies with the batch in its pool
-    time.sleep(0.3)
+    wait_for(lambda: "RPC unavailable during" in caplog.text)  # the sender saw it go
     own_anvil.start()  # back, automining, with an empty pool
     thread.join(timeout=30)
 
