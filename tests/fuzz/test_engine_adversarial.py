@@ -228,19 +228,21 @@ def test_funding__unpaid_funding_blocks_a_withdrawal_that_profit_would_allow(c):
     long, short = c.account("long", 10_000), c.account("short", 1_000_000)
     c.trade(BTC, short, long, WAD, P)
     boa.env.time_travel(seconds=1)
-    c.update(BTC, 2 * WAD, 10**12)  # the registry's bound
+    bound = DEVNET_GUARDRAILS.max_funding_rate  # 1.9e11 WAD/s
+    c.update(BTC, 2 * WAD, bound)  # the registry's bound
     boa.env.time_travel(seconds=7200)  # one heartbeat, still fresh
     c.feeds[BTC].set_answer(90_000 * 10**8)  # 30,000 USD of unrealised profit
-    owed = 432 * WAD  # 1e12 x 7,200 s x 60,000 USD
+    owed = bound * 7_200 * 60_000  # 82.08 USD: the bound x 7,200 s x 60,000 USD
+    assert owed == 82_080_000_000_000_000_000
     assert c.owed(long) == owed
     equity, _, initial = c.engine.account_health(long, 0)
     assert equity - 10_000 * WAD >= initial  # equity alone would allow withdrawing everything
     with boa.env.prank(long), boa.reverts("engine: insufficient collateral"):
         c.engine.withdraw(0, 10_000 * USDC)
     with boa.env.prank(long), boa.reverts("engine: insufficient collateral"):
-        c.engine.withdraw(0, 9_568 * USDC + 1)
+        c.engine.withdraw(0, 9_917_920_000 + 1)
     with boa.env.prank(long):
-        c.engine.withdraw(0, 9_568 * USDC)  # collateral minus what it owes, to the unit
+        c.engine.withdraw(0, 9_917_920_000)  # collateral minus what it owes, to the unit
     assert c.engine.collateral_of(long, 0) == owed
 
 
