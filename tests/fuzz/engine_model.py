@@ -384,11 +384,14 @@ class EngineModel:
         if new_oi > oi and math.ceil(Fraction(new_oi * mark, WAD)) > mk.oi_cap:
             raise Revert("engine: open interest cap")
         notional = abs(size) * price // WAD
-        mk.premium = em.add_premium(*mk.premium, notional, price, mark)
-        for owner in (taker[0], maker[0]):
-            if owner != self.me:
-                buckets = self.volumes.get(owner, em.VolumeBuckets())
-                self.volumes[owner] = buckets.add(notional, self.now)
+        # A fill between two subaccounts of one owner is a transfer: no premium, no volume
+        # (README, the engine's activity row).
+        if taker[0] != maker[0]:
+            mk.premium = em.add_premium(*mk.premium, notional, price, mark)
+            for owner in (taker[0], maker[0]):
+                if owner != self.me:
+                    buckets = self.volumes.get(owner, em.VolumeBuckets())
+                    self.volumes[owner] = buckets.add(notional, self.now)
         for key, grown in sides.items():
             order = [x for x in orders[key] if x in self.acct(key).positions]
             if m in self.acct(key).positions and m not in order:
