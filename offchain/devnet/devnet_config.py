@@ -57,7 +57,7 @@ class PositionEntry(StrictModel):
 
 
 class HistorySection(StrictModel):
-    hours: Annotated[StrictInt, Field(ge=2)] = 720
+    hours: Annotated[StrictInt, Field(ge=2)] = 721
     hourly_vol: Positive = 0.004
     seed: StrictInt = 7
 

@@ -344,7 +344,9 @@ def run_crash(
             ups = [
                 e
                 for e in registry.risk_updated_events(start)
-                if e["new_multiplier"] > e["old_multiplier"]
+                # a raise of a multiplier already in force: the keeper's first update is not
+                # an answer to the price move
+                if e["old_multiplier"] != 0 and e["new_multiplier"] > e["old_multiplier"]
             ]
             if ups:
                 acted["keeper"] = (ups[0], time.monotonic() - began)

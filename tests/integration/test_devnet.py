@@ -74,7 +74,7 @@ def test_devnet__crash_until_both_bots_acted(tmp_path):
     record = json.loads((out / "deployment.json").read_text())
     assert record["complete"] and record["steps"]["engine"]["address"] == cfg.file.engine
     keeper_log = (out / "keeper.log").read_text()
-    assert "warmed up with 720 of 720 prices" in keeper_log and "pushed" in keeper_log
+    assert "warmed up with 721 of 721 prices" in keeper_log and "pushed" in keeper_log
     assert "liquidated" in (out / "liquidator.log").read_text()
     assert port_free("127.0.0.1", doc["node"]["port"])  # --once stopped the node
     assert port_free("127.0.0.1", doc["bots"]["keeper_metrics_port"])  # and the bots
