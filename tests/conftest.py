@@ -20,6 +20,9 @@ settings.register_profile(
     "ci",
     max_examples=int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "25")),
     deadline=None,
+    # On CI (CI=true) the same examples every run, so a red build is always a change that
+    # can be reproduced; locally and in `make fuzz` hypothesis explores afresh.
+    derandomize=os.environ.get("CI") == "true",
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 settings.register_profile(

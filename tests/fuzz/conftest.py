@@ -32,6 +32,9 @@ settings.register_profile(
     max_examples=int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "30")),
     stateful_step_count=30,
     deadline=None,
+    # On CI (CI=true) the same examples every run, so a red build is always a change that
+    # can be reproduced; locally and in `make fuzz` hypothesis explores afresh.
+    derandomize=os.environ.get("CI") == "true",
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 settings.register_profile(
