@@ -200,6 +200,16 @@ class World:
             sender=self.funder,
         )
 
+    def repay_bad_debt(self, caller: str):
+        o = self.expect(
+            "repay_bad_debt",
+            self.model.repay_bad_debt,
+            self.engine.repay_bad_debt,
+            sender=caller,
+        )
+        assert o.expected == o.out, "repaid differs from the model"
+        return o
+
     def trade(self, m: int, maker: Key, taker: Key, size: int, price: int, name="trade"):
         return self.expect(
             name,

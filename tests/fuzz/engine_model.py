@@ -327,7 +327,24 @@ class EngineModel:
 
     @atomic
     def fund_insurance(self, amount: int) -> None:
+        """A top-up, then the fund's equity repays what bad debt it can (README, bad debt)."""
         self.deposit(self.fund, amount)
+        self._repay()
+
+    @atomic
+    def repay_bad_debt(self) -> int:
+        return self._repay()
+
+    def _repay(self) -> int:
+        """min(bad debt, the fund's marked equity if positive) moves from the fund's collateral
+        to the bad debt: the fund never goes below zero equity for it."""
+        equity = self.fund_equity()
+        if self.bad_debt == 0 or equity <= 0:
+            return 0
+        repaid = min(self.bad_debt, equity)
+        self.bad_debt -= repaid
+        self.acct(self.fund).collateral -= repaid
+        return repaid
 
     @atomic
     def withdraw(self, key: Key, amount: int) -> None:

@@ -211,6 +211,18 @@ class EngineMachine(RuleBasedStateMachine):
                 if h.equity < 0:
                     self._backstop(key)
                     break
+        if self.m.bad_debt > 0:
+            # The bot repays from the fund's equity first; sometimes governance tops the fund up
+            # (fund_insurance repays on its own); then deleveraging takes what is left.
+            how = data.draw(st.sampled_from(["deleverage only", "repay", "top up, repay"]))
+            if how == "top up, repay":
+                before = self.m.bad_debt
+                self.w.fund_insurance(data.draw(st.integers(1, 5_000)) * USDC)
+                some = "some" if self.m.bad_debt < before else "none"
+                STATS[f"fund_insurance repaid {some}"] += 1
+            if how != "deleverage only":
+                repaid = self.w.repay_bad_debt(self.w.funder).expected
+                STATS[f"repay_bad_debt: {'some' if repaid else 'none'} repaid"] += 1
         self._adl(data)
 
     def _adl_targets(self) -> list[tuple[Fraction, Key, int]]:
