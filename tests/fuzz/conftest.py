@@ -45,9 +45,10 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-# The engine's stateful machine: (examples, steps per example). "deep" runs at least 10,000
-# steps in all; "ci" about a minute of them.
-ENGINE_RUNS = {"ci": (6, 30), "deep": (110, 100)}[os.environ.get("HYPOTHESIS_PROFILE", "ci")]
+# The engine's stateful machine: (examples, steps per example). Hypothesis ends some examples
+# early (two deep runs of 110 examples took 10,168 and 9,172 steps), so "deep" asks for 130 to
+# stay above 10,000 steps in all; "ci" is about a minute of them.
+ENGINE_RUNS = {"ci": (6, 30), "deep": (130, 100)}[os.environ.get("HYPOTHESIS_PROFILE", "ci")]
 if "ENGINE_FUZZ_EXAMPLES" in os.environ:
     ENGINE_RUNS = (int(os.environ["ENGINE_FUZZ_EXAMPLES"]), ENGINE_RUNS[1])
 
